@@ -1,0 +1,48 @@
+"""Exception types whose message is what the user reads.
+
+The CLI is the only place that turns these into exit codes:
+``UserError`` -> 2, ``VerificationFailed`` -> 1, anything else -> internal error.
+"""
+from __future__ import annotations
+
+
+class ConvertError(Exception):
+    """Base of every error the toolkit raises on purpose."""
+
+
+class UserError(ConvertError):
+    """A mistake in a recipe, a model file or a data file: exit code 2."""
+
+
+class RecipeError(UserError):
+    """A recipe key is unknown, mistyped or impossible."""
+
+    def __init__(self, key: str, message: str, line: int | None = None, source: str | None = None):
+        self.key = key
+        self.line = line
+        self.source = source
+        self.message = message
+        where = key or "<recipe>"
+        if line is not None:
+            where += f" (line {line}" + (f" of {source}" if source else "") + ")"
+        super().__init__(f"{where}: {message}")
+
+
+class ModelError(UserError):
+    """The model file is missing, unreadable or not loadable as declared."""
+
+
+class DataError(UserError):
+    """A dataset is missing, empty, unreadable or has the wrong shape."""
+
+
+class DependencyError(UserError):
+    """An optional runtime or tool is not installed; the message says how to install it."""
+
+
+class ConversionError(ConvertError):
+    """A converter refused the model (unsupported op, for example). Reported per artifact."""
+
+
+class RunLocked(UserError):
+    """Another `convert run` holds the output folder."""

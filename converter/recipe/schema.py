@@ -1,0 +1,445 @@
+"""The recipe schema: every key a recipe may hold, its type, default and meaning.
+
+This module imports no TensorFlow: `convert validate` runs every check here.
+docs/recipe-reference.md is generated from these classes (`convert schema-docs`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from converter.recipe.types import ByteSize, ExistingPath, Strict
+from converter.suggest import did_you_mean
+
+KERAS_APPLICATIONS = (
+    "ConvNeXtBase", "ConvNeXtLarge", "ConvNeXtSmall", "ConvNeXtTiny", "ConvNeXtXLarge",
+    "DenseNet121", "DenseNet169", "DenseNet201",
+    "EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4",
+    "EfficientNetB5", "EfficientNetB6", "EfficientNetB7",
+    "EfficientNetV2B0", "EfficientNetV2B1", "EfficientNetV2B2", "EfficientNetV2B3",
+    "EfficientNetV2L", "EfficientNetV2M", "EfficientNetV2S",
+    "InceptionResNetV2", "InceptionV3", "MobileNet", "MobileNetV2", "MobileNetV3Large",
+    "MobileNetV3Small", "NASNetLarge", "NASNetMobile", "RegNetX002", "RegNetY002",
+    "ResNet101", "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2",
+    "VGG16", "VGG19", "Xception",
+)
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+Backend = Literal["tf", "tflite", "onnxruntime", "tfjs-cpu", "tfjs-wasm"]
+
+
+def _name(value: str) -> str:
+    if not NAME.match(value):
+        raise PydanticCustomError("name", "'{v}' is not a valid name: use letters, digits, '.', '_' and '-'", {"v": value})
+    return value
+
+
+# ----------------------------------------------------------------------------- model
+class ModelSpec(Strict):
+    """The source model: a file or folder (`path`), or a Keras application by name."""
+
+    path: Optional[ExistingPath] = Field(None, description="SavedModel folder, Keras .h5, Keras SavedModel folder or legacy .keras file.")
+    application: Optional[str] = Field(None, description="Keras application name, e.g. MobileNetV2.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Constructor arguments of the application (alpha, input_shape, classes, ...).")
+    weights: str = Field("none", description="Application weights: 'imagenet' (from the Keras cache ~/.keras/models), 'none', or a weights file path.")
+    signature: str = Field("serving_default", description="SavedModel signature to load.")
+    trust_model_code: bool = Field(False, description="Allow loading models that carry Python code (Keras Lambda layers).")
+
+    @field_validator("application")
+    @classmethod
+    def _known_application(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in KERAS_APPLICATIONS:
+            raise PydanticCustomError("application", "unknown Keras application '{v}'{hint}",
+                                      {"v": value, "hint": did_you_mean(value, KERAS_APPLICATIONS)})
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSpec":
+        if (self.path is None) == (self.application is None):
+            raise PydanticCustomError("model_source", "give exactly one of 'path' or 'application'", {})
+        if self.path is not None and (self.args or self.weights != "none"):
+            raise PydanticCustomError("model_source", "'args' and 'weights' apply to 'application' only", {})
+        return self
+
+
+# ----------------------------------------------------------------------------- data
+def _fraction_or_number(value: Any) -> Any:
+    """Accept 0.0078 or the text '1/127.5'."""
+    if isinstance(value, str) and "/" in value:
+        num, den = value.split("/", 1)
+        try:
+            return float(num) / float(den)
+        except (ValueError, ZeroDivisionError):
+            raise PydanticCustomError("number", "expected a number or 'a/b', got {v!r}", {"v": value})
+    return value
+
+
+class Preprocess(Strict):
+    """Declared preprocessing, applied in this order: resize, channels, scale, mean, std, dtype."""
+
+    resize: Optional[tuple[int, int]] = Field(None, description="Target [height, width]; none keeps the source size.")
+    resize_mode: Literal["direct", "crop"] = Field("direct", description="'direct' resizes to `resize`; 'crop' scales the shorter side to `crop_from` and centre-crops to `resize`.")
+    crop_from: Optional[int] = Field(None, description="Shorter side before the centre crop (mode 'crop'); default resize/0.875.")
+    channels: Literal["rgb", "bgr", "gray"] = Field("rgb", description="Channel order of the model input. Grayscale sources are replicated for rgb/bgr.")
+    scale: Annotated[float, Field(description="Multiply pixel values by this first (e.g. '1/127.5').")] = 1.0
+    mean: Union[float, list[float]] = Field(0.0, description="Subtracted after scaling, per channel or one value.")
+    std: Union[float, list[float]] = Field(1.0, description="Divided by after subtracting the mean.")
+    dtype: Literal["float32", "uint8", "int8"] = Field("float32", description="Element type fed to the model.")
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_text(cls, value: Any) -> Any:
+        return _fraction_or_number(value)
+
+    @model_validator(mode="after")
+    def _crop_needs_size(self) -> "Preprocess":
+        if self.resize_mode == "crop" and self.resize is None:
+            raise PydanticCustomError("preprocess", "resize_mode 'crop' needs 'resize'", {})
+        return self
+
+
+class DatasetSpec(Strict):
+    """One dataset: an image folder, .npy/.npz arrays, scikit-learn digits or synthetic input."""
+
+    source: Literal["folder", "arrays", "digits", "synthetic"] = Field(..., description="Where the samples come from.")
+    path: Optional[ExistingPath] = Field(None, description="Image folder (one sub-folder per class) or .npy/.npz file.")
+    labels_path: Optional[ExistingPath] = Field(None, description="Labels .npy next to an inputs .npy.")
+    x_key: str = Field("x", description="Array name of the inputs in an .npz.")
+    y_key: Optional[str] = Field("y", description="Array name of the labels in an .npz (absent: no labels).")
+    split: Literal["all", "train", "test"] = Field("all", description="Deterministic split of the samples.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction held out as 'test'.")
+    seed: int = Field(0, description="Seed of the shuffle behind split and limit.")
+    limit: Optional[int] = Field(None, gt=0, description="Keep at most this many samples (after the split).")
+    shape: Optional[list[int]] = Field(None, description="Synthetic: one sample's shape, e.g. [32, 32, 3]. Default: the model's input.")
+    count: int = Field(64, gt=0, description="Synthetic: number of samples.")
+    preprocess: Preprocess = Field(default_factory=Preprocess, description="Preprocessing applied to every sample.")
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "DatasetSpec":
+        if self.source in ("folder", "arrays") and self.path is None:
+            raise PydanticCustomError("dataset", "source '{s}' needs 'path'", {"s": self.source})
+        if self.source == "arrays" and self.path is not None and self.path.suffix not in (".npy", ".npz"):
+            raise PydanticCustomError("dataset", "source 'arrays' needs a .npy or .npz path, got {p}", {"p": self.path.name})
+        if self.source == "folder" and self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise PydanticCustomError("dataset", "source 'folder' needs a folder, got the file {p}", {"p": str(self.path)})
+        if self.source in ("digits", "synthetic") and self.path is not None:
+            raise PydanticCustomError("dataset", "source '{s}' takes no 'path'", {"s": self.source})
+        return self
+
+
+class DataSection(Strict):
+    """Datasets by role. Calibration falls back to train, then eval."""
+
+    train: Optional[DatasetSpec] = Field(None, description="Training and fine-tuning data (train, prune, qat).")
+    calibration: Optional[DatasetSpec] = Field(None, description="Calibration data for full-integer quantization.")
+    eval: Optional[DatasetSpec] = Field(None, description="Evaluation data for verification.")
+
+    def for_calibration(self) -> Optional[DatasetSpec]:
+        return self.calibration or self.train or self.eval
+
+
+# ----------------------------------------------------------------------------- pipeline
+class Fit(Strict):
+    """Training settings shared by train, prune and qat."""
+
+    epochs: int = Field(1, ge=1, description="Epochs of (fine-)tuning.")
+    batch_size: int = Field(32, ge=1, description="Batch size.")
+    learning_rate: float = Field(1e-3, gt=0, description="Learning rate.")
+    optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
+    loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "mse", "mae"] = Field(
+        "sparse_categorical_crossentropy", description="Loss.")
+    from_logits: bool = Field(False, description="The model outputs logits, not probabilities.")
+    seed: int = Field(0, description="Seed for weights init, shuffling and dropout.")
+
+
+class StageBase(Strict):
+    name: Optional[str] = Field(None, description="Name other stages and exports refer to; default the stage type.")
+    input: Optional[str] = Field(None, description="Stage whose model this one takes ('source' for the loaded model). Set it to branch off the main line.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: Optional[str]) -> Optional[str]:
+        return value if value is None else _name(value)
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or self.stage  # type: ignore[attr-defined]
+
+
+class TrainStage(StageBase, Fit):
+    """Fit the model on data.train."""
+
+    stage: Literal["train"]
+
+
+class PruneStage(StageBase, Fit):
+    """Magnitude pruning with tensorflow-model-optimization, fine-tuned, then stripped."""
+
+    stage: Literal["prune"]
+    target_sparsity: float = Field(0.5, gt=0, lt=1, description="Final fraction of zero weights.")
+    schedule: Literal["polynomial_decay", "constant"] = Field("polynomial_decay", description="Pruning schedule.")
+    initial_sparsity: float = Field(0.0, ge=0, lt=1, description="Start sparsity (polynomial_decay).")
+    frequency: int = Field(10, ge=1, description="Steps between pruning updates.")
+    block_size: tuple[int, int] = Field((1, 1), description="Prune blocks of this shape.")
+    structure: Optional[Literal["2:4"]] = Field(None, description="m-by-n structured sparsity.")
+    skip_layers: list[str] = Field(default_factory=list, description="Layer-name globs left dense.")
+
+    @model_validator(mode="after")
+    def _structure_vs_block(self) -> "PruneStage":
+        if self.structure and tuple(self.block_size) != (1, 1):
+            raise PydanticCustomError("prune", "'structure' and 'block_size' cannot be combined", {})
+        return self
+
+
+class QatStage(StageBase, Fit):
+    """Quantization-aware training with tensorflow-model-optimization."""
+
+    stage: Literal["qat"]
+    layers: Optional[list[str]] = Field(None, description="Layer-name globs to quantize-annotate; default the whole model.")
+
+
+Stage = Annotated[Union[TrainStage, PruneStage, QatStage], Field(discriminator="stage")]
+STAGE_TYPES = ("train", "prune", "qat")
+
+
+# ----------------------------------------------------------------------------- verify
+class Budget(Strict):
+    """Accuracy budget. Unset entries are not checked."""
+
+    max_top1_drop: Optional[float] = Field(None, ge=0, description="Largest allowed top-1 loss against the reference, as a fraction (0.01 = one point).")
+    min_top1_agreement: Optional[float] = Field(None, ge=0, le=1, description="Smallest allowed share of samples whose top-1 matches the reference.")
+    max_abs_diff: Optional[float] = Field(None, ge=0, description="Largest allowed max |artifact - reference|.")
+    max_mean_abs_diff: Optional[float] = Field(None, ge=0, description="Largest allowed mean |artifact - reference|.")
+    min_cosine: Optional[float] = Field(None, ge=-1, le=1, description="Smallest allowed cosine similarity to the reference.")
+    min_snr_db: Optional[float] = Field(None, description="Smallest allowed signal-to-noise ratio in dB.")
+    max_mse: Optional[float] = Field(None, ge=0, description="Largest allowed mean squared error against labels (regression).")
+    max_mae: Optional[float] = Field(None, ge=0, description="Largest allowed mean absolute error against labels (regression).")
+
+    def merged(self, override: Optional["Budget"]) -> "Budget":
+        if override is None:
+            return self
+        values = self.model_dump()
+        values.update(override.model_dump(exclude_unset=True))
+        return Budget(**values)
+
+
+class VerifySection(Budget):
+    """Budgets for every export (per-export `verify:` overrides), and how evaluation runs."""
+
+    max_top1_drop: Optional[float] = Field(0.01, ge=0, description=Budget.model_fields["max_top1_drop"].description)
+    parity_samples: int = Field(16, ge=1, description="Samples for the check made right after each export.")
+    batch_size: int = Field(32, ge=1, description="Batch size of evaluation.")
+    limit: Optional[int] = Field(None, gt=0, description="Evaluate on at most this many samples.")
+    enabled: bool = Field(True, description="Evaluate every artifact on the eval data.")
+
+    def budget(self) -> Budget:
+        return Budget(**{k: getattr(self, k) for k in Budget.model_fields})
+
+
+# ----------------------------------------------------------------------------- exports
+class Quantize(Strict):
+    """TF.js weight quantization: node-name globs per dtype; '*' is every weight."""
+
+    uint8: list[str] = Field(default_factory=list, description="Weights stored as uint8 (affine).")
+    uint16: list[str] = Field(default_factory=list, description="Weights stored as uint16 (affine).")
+    float16: list[str] = Field(default_factory=list, description="Weights stored as float16.")
+
+    def short_name(self) -> str:
+        used = [d for d in ("uint8", "uint16", "float16") if getattr(self, d)]
+        if not used:
+            return "none"
+        if len(used) == 1 and getattr(self, used[0]) == ["*"]:
+            return used[0]
+        return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")"
+
+
+class ExportBase(Strict):
+    name: str = Field(..., description="Artifact name: the folder under artifacts/.")
+    model: Optional[str] = Field(None, description="Pipeline stage whose model is exported; default the end of the main line.")
+    verify: Optional[Budget] = Field(None, description="Budget overrides for this export.")
+    backends: Optional[list[Backend]] = Field(None, description="Backends to evaluate and time on; default every one that can run the format.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _name(value)
+
+    def quantization_name(self) -> str:
+        return "none"
+
+
+class SavedModelExport(ExportBase):
+    """The float model after the pipeline, as a SavedModel (the reference)."""
+
+    format: Literal["savedmodel"]
+
+
+class TFLiteExport(ExportBase):
+    """TFLite through TFLiteConverter."""
+
+    format: Literal["tflite"]
+    quantization: Literal["none", "float16", "dynamic_int8", "int8", "int16x8"] = Field("none", description="Post-training quantization.")
+    input_type: Literal["float32", "int8", "uint8"] = Field("float32", description="Input tensor type (full-integer int8 only).")
+    output_type: Literal["float32", "int8", "uint8"] = Field("float32", description="Output tensor type (full-integer int8 only).")
+    per_channel: bool = Field(True, description="Per-channel weight quantization.")
+    calibration_samples: int = Field(100, ge=1, description="Representative samples drawn from the calibration data.")
+    keep_float_ops: list[str] = Field(default_factory=list, description="Op types left in float (quantization debugger deny-list).")
+    keep_float_nodes: list[str] = Field(default_factory=list, description="Node names left in float (quantization debugger deny-list).")
+    select_tf_ops: bool = Field(False, description="Allow TensorFlow ops (SELECT_TF_OPS) for ops TFLite lacks.")
+    custom_ops: bool = Field(False, description="Allow custom ops.")
+    signature: str = Field("serving_default", description="SavedModel signature to convert.")
+
+    @model_validator(mode="after")
+    def _io_types(self) -> "TFLiteExport":
+        for key in ("input_type", "output_type"):
+            if getattr(self, key) != "float32" and self.quantization != "int8":
+                raise PydanticCustomError(
+                    "impossible", "{key} {t} needs quantization 'int8', not '{q}'",
+                    {"key": key, "t": getattr(self, key), "q": self.quantization})
+        if (self.keep_float_ops or self.keep_float_nodes) and self.quantization not in ("int8", "int16x8", "dynamic_int8"):
+            raise PydanticCustomError("impossible", "keep_float_ops/keep_float_nodes need an integer quantization", {})
+        return self
+
+    def quantization_name(self) -> str:
+        return self.quantization
+
+
+class OnnxExport(ExportBase):
+    """ONNX through tf2onnx; quantized with onnxruntime.quantization."""
+
+    format: Literal["onnx"]
+    opset: int = Field(17, ge=9, le=21, description="ONNX opset.")
+    input_names: Optional[list[str]] = Field(None, description="Rename the graph inputs.")
+    output_names: Optional[list[str]] = Field(None, description="Rename the graph outputs.")
+    dynamic_batch: bool = Field(True, description="Leave the batch dimension dynamic.")
+    layout: Literal["nhwc", "nchw"] = Field("nhwc", description="Image input layout; 'nchw' transposes the inputs.")
+    external_data: Literal["auto", "always", "never"] = Field("auto", description="Weights in a separate file; 'auto' above 2 GB.")
+    quantization: Literal["none", "dynamic_int8", "int8"] = Field("none", description="'int8' is static QDQ with calibration.")
+    calibration_method: Literal["minmax", "entropy", "percentile"] = Field("minmax", description="Static QDQ calibration method.")
+    calibration_samples: int = Field(100, ge=1, description="Calibration samples.")
+    per_channel: bool = Field(True, description="Per-channel weight quantization.")
+    preprocess: bool = Field(True, description="Run onnxruntime's quant_pre_process first.")
+    exclude_nodes: list[str] = Field(default_factory=list, description="Node names left in float.")
+    exclude_op_types: list[str] = Field(default_factory=list, description="Op types left in float.")
+
+    def quantization_name(self) -> str:
+        return self.quantization
+
+
+class TfjsGraphExport(ExportBase):
+    """TF.js graph model through the tensorflowjs converter's Python API."""
+
+    format: Literal["tfjs_graph"]
+    shard_size: ByteSize = Field(4 * 1024 * 1024, description="Weight shard size in bytes or text such as '4MB'.")
+    split_weights_by_layer: bool = Field(False, description="Start a new shard at every layer.")
+    control_flow_v2: bool = Field(True, description="Emit control-flow v2 ops.")
+    strip_debug_ops: bool = Field(True, description="Remove Print/Assert/CheckNumerics ops.")
+    quantize: Optional[Quantize] = Field(None, description="Weight quantization by node glob.")
+
+    def quantization_name(self) -> str:
+        return self.quantize.short_name() if self.quantize else "none"
+
+
+class TfjsLayersExport(ExportBase):
+    """TF.js layers model from the tf_keras model."""
+
+    format: Literal["tfjs_layers"]
+    shard_size: ByteSize = Field(4 * 1024 * 1024, description="Weight shard size in bytes or text such as '4MB'.")
+    quantize: Optional[Quantize] = Field(None, description="Weight quantization by weight-name glob.")
+
+    def quantization_name(self) -> str:
+        return self.quantize.short_name() if self.quantize else "none"
+
+
+Export = Annotated[
+    Union[SavedModelExport, TFLiteExport, OnnxExport, TfjsGraphExport, TfjsLayersExport],
+    Field(discriminator="format"),
+]
+FORMATS = ("savedmodel", "tflite", "onnx", "tfjs_graph", "tfjs_layers")
+
+
+# ----------------------------------------------------------------------------- benchmark
+class BenchmarkSection(Strict):
+    """Latency measurement schedule."""
+
+    enabled: bool = Field(True, description="Time every artifact on every backend.")
+    threads: Optional[list[int]] = Field(None, description="Thread counts; default [1, all cores].")
+    batch_sizes: list[int] = Field([1], description="Batch sizes to time.")
+    warmup_runs: int = Field(10, ge=0, description="Warm-up runs, at least.")
+    warmup_seconds: float = Field(1.0, ge=0, description="Warm-up seconds, at least.")
+    min_runs: int = Field(50, ge=1, description="Timed runs, at least.")
+    min_seconds: float = Field(2.0, ge=0, description="Timed seconds, at least.")
+    max_runs: int = Field(1000, ge=1, description="Stop after this many timed runs.")
+    max_seconds: float = Field(20.0, gt=0, description="Stop after this many timed seconds (once min_runs is reached).")
+    backends: Optional[list[Backend]] = Field(None, description="Restrict timing to these backends.")
+
+
+# ----------------------------------------------------------------------------- recipe
+class Recipe(Strict):
+    """A conversion recipe."""
+
+    name: str = Field(..., description="Run name; the default output folder is runs/<name>.")
+    model: ModelSpec = Field(..., description="The source model.")
+    data: DataSection = Field(default_factory=DataSection, description="Datasets by role.")
+    pipeline: list[Stage] = Field(default_factory=list, description="Ordered transforms: train, prune, qat.")
+    exports: list[Export] = Field(..., min_length=1, description="Named artifacts to produce.")
+    verify: VerifySection = Field(default_factory=VerifySection, description="Verification budgets and settings.")
+    benchmark: BenchmarkSection = Field(default_factory=BenchmarkSection, description="Latency measurement.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return _name(value)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Recipe":
+        seen: set[str] = {"source"}
+        for index, stage in enumerate(self.pipeline):
+            if stage.stage_name in seen:
+                raise _at(("pipeline", index, "name"), "duplicate stage name '{n}': give each stage its own 'name'", n=stage.stage_name)
+            if stage.input is not None and stage.input not in seen:
+                raise _at(("pipeline", index, "input"), "no earlier stage named '{n}'{hint}", n=stage.input,
+                          hint=did_you_mean(stage.input, seen))
+            if self.data.train is None:
+                raise _at(("pipeline", index, "stage"), "stage '{s}' needs data.train", s=stage.stage)
+            seen.add(stage.stage_name)
+        names: set[str] = set()
+        for index, export in enumerate(self.exports):
+            if export.name in names:
+                raise _at(("exports", index, "name"), "duplicate export name '{n}'", n=export.name)
+            names.add(export.name)
+            if export.model is not None and export.model not in seen:
+                raise _at(("exports", index, "model"), "no pipeline stage named '{n}'{hint}", n=export.model,
+                          hint=did_you_mean(export.model, seen))
+            needs_calibration = getattr(export, "quantization", "none") in ("int8", "int16x8")
+            if needs_calibration and self.data.for_calibration() is None:
+                raise _at(("exports", index, "quantization"), "quantization '{q}' needs calibration data: add data.calibration",
+                          q=getattr(export, "quantization"))
+        return self
+
+    # -- lineage helpers (no TensorFlow) --
+    def main_line(self) -> str:
+        """Name of the model at the end of the main line (stages without an explicit input)."""
+        last = "source"
+        for stage in self.pipeline:
+            if stage.input is None:
+                last = stage.stage_name
+        return last
+
+    def stage_input(self, index: int) -> str:
+        stage = self.pipeline[index]
+        if stage.input is not None:
+            return stage.input
+        for earlier in reversed(self.pipeline[:index]):
+            if earlier.input is None:
+                return earlier.stage_name
+        return "source"
+
+    def export_model(self, export: ExportBase) -> str:
+        return export.model or self.main_line()
+
+
+def _at(loc: tuple, message: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError("recipe", message, {**ctx, "__loc__": ".".join(map(str, loc))})
