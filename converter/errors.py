@@ -25,6 +25,8 @@ class RecipeError(UserError):
         where = key or "<recipe>"
         if line is not None:
             where += f" (line {line}" + (f" of {source}" if source else "") + ")"
+        elif source == "--set":
+            where += " (from --set)"
         super().__init__(f"{where}: {message}")
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # CPU only: no cuInit noise on machines without a GPU
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 

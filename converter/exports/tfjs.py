@@ -1,0 +1,266 @@
+"""TF.js graph and layers models through the tensorflowjs converter's Python API.
+
+Graph models come from the SavedModel signature; layers models from the tf_keras model, with
+topologies tfjs-layers cannot express repaired first (GlobalPooling keepdims=True).
+Quantization globs follow tfjs's own rules: fnmatch patterns on the weight names written to
+model.json's weightsManifest, and a list that holds '*' quantizes every weight no other dtype claims.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from converter.errors import ConversionError, RecipeError
+from converter.exports.base import ExportContext, ExportResult
+from converter.model_ref import ModelRef
+from converter.recipe.schema import Quantize, TfjsGraphExport, TfjsLayersExport
+
+QUANTIZE_DTYPES = ("uint8", "uint16", "float16")
+DEBUG_OPS = frozenset({"Assert", "CheckNumerics", "Print"})
+KEEPDIMS_POOLING = frozenset({"GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D"})
+_NESTED_MODELS = frozenset({"Functional", "Model", "Sequential"})
+_MAX_NAMED = 10
+
+
+# ----------------------------------------------------------------------------- graph
+def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: ExportContext) -> ExportResult:
+    """Convert the SavedModel signature `model.signature` to a TF.js graph model in out_dir."""
+    from converter.tf_env import tf
+
+    tf()
+    from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
+
+    quantization = quantization_map(spec.quantize, spec.name)
+    splitting = _weights_grouped_by_scope(converter) if spec.split_weights_by_layer else contextlib.nullcontext()
+    try:
+        with splitting:
+            converter.convert_tf_saved_model(
+                str(model.path), str(out_dir), signature_def=model.signature,
+                quantization_dtype_map=quantization, strip_debug_ops=spec.strip_debug_ops,
+                control_flow_v2=spec.control_flow_v2, weight_shard_size_bytes=spec.shard_size,
+                metadata=_metadata(ctx))
+    except ValueError as err:
+        if "Unsupported Ops" in str(err):
+            raise ConversionError(_unsupported_message(model, spec, str(err))) from None
+        _raise_quantization_conflict(err, spec.name)
+        raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
+    except Exception as err:  # the converter raises bare Exceptions and TF errors alike
+        raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
+    return _result(out_dir, spec.quantize, ctx)
+
+
+def tfjs_supported_ops(strip_debug_ops: bool) -> frozenset[str]:
+    """The TensorFlow op names the tensorflowjs converter accepts (its op_list/*.json)."""
+    from tensorflowjs import resource_loader
+
+    names: set[str] = set()
+    for filename in resource_loader.list_dir("op_list"):
+        if filename.endswith(".json"):
+            with resource_loader.open_file(os.path.join("op_list", filename)) as handle:
+                names |= {entry["tfOpName"] for entry in json.load(handle)}
+    return frozenset(names | DEBUG_OPS) if strip_debug_ops else frozenset(names)
+
+
+def find_unsupported_ops(model: ModelRef, strip_debug_ops: bool = True, control_flow_v2: bool = True) -> list[tuple[str, str]]:
+    """(op, node) pairs of the frozen signature graph that TF.js cannot run, as the converter freezes it."""
+    from converter.tf_env import tf
+
+    tf()
+    from tensorflow.python.framework import convert_to_constants
+
+    _, function = model.load_signature()
+    graph_def = convert_to_constants.convert_variables_to_constants_v2(
+        function, lower_control_flow=not control_flow_v2, aggressive_inlining=True).graph.as_graph_def()
+    supported = tfjs_supported_ops(strip_debug_ops)
+    nodes = [(node.op, node.name) for node in graph_def.node]
+    nodes += [(node.op, f"{fn.signature.name}/{node.name}") for fn in graph_def.library.function for node in fn.node_def]
+    return sorted({(op, name) for op, name in nodes if op not in supported})
+
+
+def _unsupported_message(model: ModelRef, spec: TfjsGraphExport, converter_message: str) -> str:
+    found = find_unsupported_ops(model, spec.strip_debug_ops, spec.control_flow_v2)
+    if not found:  # only the optimized graph holds them
+        return f"{model.path}: TF.js has no kernel for: {_one_line(converter_message.split(chr(10), 1)[-1])}"
+    named = ", ".join(f"{op} (node {node})" for op, node in found[:_MAX_NAMED])
+    more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
+    ops = sorted({op for op, _ in found})
+    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}"
+
+
+@contextlib.contextmanager
+def _weights_grouped_by_scope(converter: Any) -> Iterator[None]:
+    """Make the graph converter write one weight group (own shard files) per name scope.
+
+    Graph models have no layers; a weight's scope is its node name without the last component
+    ('.../dense/MatMul/ReadVariableOp' -> '.../dense/MatMul').
+    """
+    original = converter.extract_weights
+
+    def grouped(*args: Any, **kwargs: Any) -> list[list[dict[str, Any]]]:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for group in original(*args, **kwargs):
+            for entry in group:
+                groups.setdefault(entry["name"].rpartition("/")[0], []).append(entry)
+        return list(groups.values())
+
+    converter.extract_weights = grouped
+    try:
+        yield
+    finally:
+        converter.extract_weights = original
+
+
+# ----------------------------------------------------------------------------- layers
+def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: ExportContext) -> ExportResult:
+    """Convert the tf_keras model to a TF.js layers model in out_dir, repairing what tfjs-layers lacks."""
+    from converter.tf_env import tf
+
+    tf()
+    from tensorflowjs.converters import keras_h5_conversion
+
+    keras_model = model.load_keras()
+    quantization = quantization_map(spec.quantize, spec.name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    h5_path = out_dir / "_source.h5"
+    try:
+        keras_model.save(str(h5_path), save_format="h5")
+        topology, weight_groups = keras_h5_conversion.h5_merged_saved_model_to_tfjs_format(str(h5_path))
+    except Exception as err:  # h5 cannot hold every model (custom objects, non-Keras state)
+        raise ConversionError(f"{model.path}: the model cannot be saved as a Keras layers model: {_one_line(err)}") from None
+    finally:
+        h5_path.unlink(missing_ok=True)
+    repairs = repair_topology(topology, keras_model)
+    try:
+        keras_h5_conversion.write_artifacts(topology, weight_groups, str(out_dir), quantization_dtype_map=quantization,
+                                            weight_shard_size_bytes=spec.shard_size, metadata=_metadata(ctx))
+    except ValueError as err:
+        _raise_quantization_conflict(err, spec.name)
+        raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
+    result = _result(out_dir, spec.quantize, ctx)
+    result.notes += repairs
+    result.details["repairs"] = repairs
+    return result
+
+
+def repair_topology(topology: dict[str, Any], keras_model: Any) -> list[str]:
+    """Rewrite layers tfjs-layers cannot load, in place; return one note per repair.
+
+    GlobalAveragePooling/GlobalMaxPooling 1D/2D with keepdims=True become the pooling layer
+    without keepdims followed by a Reshape to the kept shape (tfjs-layers has no keepdims).
+    Neither layer has weights, so the weights are untouched.
+    """
+    return _repair_model_config(topology["model_config"], keras_model)
+
+
+def _repair_model_config(model_config: dict[str, Any], keras_model: Any) -> list[str]:
+    notes: list[str] = []
+    config = model_config["config"]
+    layers: list[dict[str, Any]] = config["layers"]
+    sequential = model_config["class_name"] == "Sequential"
+    names = {layer["config"]["name"] for layer in layers}
+    for layer in list(layers):
+        name = layer["config"]["name"]
+        if layer["class_name"] in _NESTED_MODELS:
+            notes += _repair_model_config(layer, keras_model.get_layer(name))
+        if layer["class_name"] not in KEEPDIMS_POOLING or not layer["config"].get("keepdims"):
+            continue
+        source = keras_model.get_layer(name)
+        kept_shape = list(source.get_output_shape_at(0)[1:])
+        reshape_name = _unique(f"{name}_keepdims", names)
+        layer["config"].pop("keepdims")
+        reshape = {"class_name": "Reshape", "config": {
+            "name": reshape_name, "trainable": layer["config"].get("trainable", True),
+            "dtype": layer["config"].get("dtype", "float32"), "target_shape": kept_shape}}
+        if not sequential:
+            reshape["name"] = reshape_name
+            reshape["inbound_nodes"] = [[[name, index, 0, {}]] for index in range(len(layer.get("inbound_nodes", [])))]
+            _redirect(config, name, reshape_name, skip=reshape)
+        layers.insert(layers.index(layer) + 1, reshape)
+        notes.append(f"repaired {layer['class_name']} '{name}' keepdims=True: tfjs-layers has no keepdims, "
+                     f"so it is followed by Reshape '{reshape_name}' to {kept_shape}")
+    return notes
+
+
+def _redirect(config: dict[str, Any], old: str, new: str, skip: dict[str, Any]) -> None:
+    """Point every use of layer `old`'s outputs (inbound nodes, model outputs) at layer `new`."""
+    for layer in config["layers"]:
+        if layer is skip:
+            continue
+        for node in layer.get("inbound_nodes", []):
+            for inbound in node:
+                if isinstance(inbound, list) and inbound and inbound[0] == old:
+                    inbound[0] = new
+    outputs = config.get("output_layers", [])
+    for output in outputs if outputs and isinstance(outputs[0], list) else [outputs]:
+        if output and output[0] == old:
+            output[0] = new
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, index = name, 1
+    while candidate in taken:
+        index += 1
+        candidate = f"{name}_{index}"
+    taken.add(candidate)
+    return candidate
+
+
+# ----------------------------------------------------------------------------- shared
+def quantization_map(quantize: Optional[Quantize], export_name: str) -> Optional[dict[str, Any]]:
+    """tfjs's quantization_dtype_map from the recipe: globs per dtype; a list holding '*' is the fallthrough."""
+    if quantize is None:
+        return None
+    mapping: dict[str, Any] = {}
+    for dtype in QUANTIZE_DTYPES:
+        globs = getattr(quantize, dtype)
+        if globs:
+            mapping[dtype] = True if "*" in globs else list(globs)
+    everything = [dtype for dtype, value in mapping.items() if value is True]
+    if len(everything) > 1:
+        raise RecipeError(f"exports.{export_name}.quantize",
+                          f"'*' appears under {' and '.join(everything)}: only one dtype may take every weight")
+    return mapping or None
+
+
+def _raise_quantization_conflict(err: ValueError, export_name: str) -> None:
+    if "quantization" in str(err).lower():
+        raise RecipeError(f"exports.{export_name}.quantize", _one_line(err)) from None
+
+
+def _metadata(ctx: ExportContext) -> dict[str, Any]:
+    return {"convert": {"recipe_hash": ctx.recipe_hash, "class_names": ctx.class_names}}
+
+
+def _result(out_dir: Path, quantize: Optional[Quantize], ctx: ExportContext) -> ExportResult:
+    """Facts about the written model.json: weights, shards, what was quantized, globs that matched nothing."""
+    manifest = json.loads((out_dir / "model.json").read_text())["weightsManifest"]
+    weights = [w for group in manifest for w in group["weights"]]
+    shards = [out_dir / p for group in manifest for p in group["paths"]]
+    quantized: dict[str, int] = {}
+    for weight in weights:
+        if "quantization" in weight:
+            dtype = weight["quantization"]["dtype"]
+            quantized[dtype] = quantized.get(dtype, 0) + 1
+    details: dict[str, Any] = {
+        "weights": len(weights), "weight_groups": len(manifest), "shards": len(shards),
+        "weight_bytes": sum(p.stat().st_size for p in shards), "quantized": quantized}
+    notes: list[str] = []
+    if quantize is not None:
+        names = [w["name"] for w in weights]
+        unmatched = [f"{dtype}:{glob}" for dtype in QUANTIZE_DTYPES for glob in getattr(quantize, dtype)
+                     if glob != "*" and not fnmatch.filter(names, glob)]
+        if unmatched:
+            details["quantize_unmatched"] = unmatched
+            message = f"quantize glob(s) matched no weight: {', '.join(unmatched)} (weight names look like '{names[0]}')" if names else \
+                f"quantize glob(s) matched no weight: {', '.join(unmatched)}"
+            ctx.warn(message)
+            notes.append(message)
+    return ExportResult(notes=notes, details=details)
+
+
+def _one_line(err: Any) -> str:
+    return " ".join(str(err).split())

@@ -1,0 +1,72 @@
+"""Accuracy against labels and agreement with the reference model's outputs."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def is_classifier(output: np.ndarray, labels: Optional[np.ndarray]) -> bool:
+    """Class scores: a (N, C) output with C > 1 and, where labels exist, integer labels below C."""
+    if output.ndim != 2 or output.shape[1] < 2:
+        return False
+    if labels is None:
+        return True
+    return np.issubdtype(labels.dtype, np.integer) and labels.ndim == 1 and int(labels.max(initial=0)) < output.shape[1]
+
+
+def topk_accuracy(output: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, output.shape[1])
+    top = np.argpartition(-output, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def label_metrics(output: np.ndarray, labels: Optional[np.ndarray]) -> dict[str, float]:
+    """top1/top5 for class scores, mse/mae for anything else; empty without labels."""
+    if labels is None:
+        return {}
+    if is_classifier(output, labels):
+        return {"top1": topk_accuracy(output, labels, 1), "top5": topk_accuracy(output, labels, 5)}
+    target = labels.reshape(output.shape).astype(np.float64)
+    diff = output.astype(np.float64) - target
+    return {"mse": float(np.mean(diff**2)), "mae": float(np.mean(np.abs(diff)))}
+
+
+SNR_CAP_DB = 200.0  # identical outputs report this instead of infinity, so report.json stays plain JSON
+
+
+def snr_db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return SNR_CAP_DB
+    if signal == 0:
+        return -SNR_CAP_DB
+    return float(min(SNR_CAP_DB, max(-SNR_CAP_DB, 10 * np.log10(signal / noise))))
+
+
+def reference_metrics(output: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """How closely an artifact's output follows the reference output on the same inputs."""
+    out = output.astype(np.float64).reshape(len(output), -1)
+    ref = reference.astype(np.float64).reshape(len(reference), -1)
+    diff = out - ref
+    signal = float(np.sum(ref**2))
+    noise = float(np.sum(diff**2))
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    cosines = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    metrics = {
+        "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else 0.0,
+        "mean_abs_diff": float(np.mean(np.abs(diff))) if diff.size else 0.0,
+        "cosine": float(np.mean(cosines)),
+        "snr_db": snr_db(signal, noise),
+    }
+    if output.ndim == 2 and output.shape[1] > 1:
+        metrics["top1_agreement"] = float(np.mean(np.argmax(output, axis=1) == np.argmax(reference, axis=1)))
+    return metrics
+
+
+def compare(output: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray],
+            reference_labels: Optional[dict[str, float]] = None) -> dict[str, float]:
+    """All metrics of one artifact output; `reference_labels` are the reference's own label metrics."""
+    metrics = {**label_metrics(output, labels), **reference_metrics(output, reference)}
+    if reference_labels and "top1" in metrics and "top1" in reference_labels:
+        metrics["top1_drop"] = reference_labels["top1"] - metrics["top1"]
+    return metrics

@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny models (a few KB) built once per session, and a recipe writer."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import converter.tf_env  # noqa: F401  (sets TF_USE_LEGACY_KERAS=1 before anything imports TensorFlow)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FIXTURE_RECIPES = Path(__file__).parent / "fixtures" / "recipes"
+
+
+def build_dense():
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.layers.Input((8,)), k.layers.Dense(16, activation="relu"),
+                          k.layers.Dense(3, activation="softmax")])
+    return model
+
+
+def build_conv(channels: int = 3):
+    """A tiny conv net on 8x8 images with 10 classes (scikit-learn digits fit it)."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.layers.Input((8, 8, channels))
+    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = k.layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = k.layers.GlobalAveragePooling2D()(x)
+    outputs = k.layers.Dense(10, activation="softmax")(x)
+    return k.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """tiny_dense.h5, tiny_conv.h5 and tiny_conv_savedmodel/ (Keras SavedModel), trained a little on digits."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("models")
+    dense = build_dense()
+    dense.save(folder / "tiny_dense.h5")
+    conv = build_conv()
+    digits = load_digits()
+    x = np.repeat(digits.images[..., None] / 16.0, 3, axis=-1).astype(np.float32)
+    conv.compile("adam", "sparse_categorical_crossentropy")
+    conv.fit(x, digits.target, epochs=3, batch_size=64, verbose=0)
+    conv.save(folder / "tiny_conv.h5")
+    conv.save(folder / "tiny_conv_savedmodel", save_format="tf")
+    return folder
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """write_recipe(dict or yaml text, name='recipe.yaml') -> path of a recipe file in tmp_path."""
+
+    def write(content, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the `convert` CLI in a fresh process and capture its output."""
+    return subprocess.run([sys.executable, "-m", "converter", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=900)
+
+
+def digits_data(split: str, limit: int | None = None) -> dict:
+    spec = {"source": "digits", "split": split, "preprocess": {"scale": "1/16", "channels": "rgb"}}
+    if limit:
+        spec["limit"] = limit
+    return spec
