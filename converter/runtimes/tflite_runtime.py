@@ -1,0 +1,112 @@
+"""Runs a .tflite artifact in the LiteRT interpreter (ai-edge-litert) with its default XNNPACK delegate."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from converter.errors import ConversionError
+from converter.runtimes.base import Runtime
+
+FILENAME = "model.tflite"
+_XNNPACK_NODE = "TfLiteXNNPackDelegate"
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """q = round(x / scale) + zero_point, rounded half away from zero as TFLite does, clipped to `dtype`."""
+    info = np.iinfo(dtype)
+    scaled = np.asarray(values, dtype=np.float64) / scale
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    return np.clip(rounded + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """x = (q - zero_point) * scale, as float32."""
+    return ((np.asarray(values, dtype=np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
+class TFLiteRuntime(Runtime):
+    """LiteRT interpreter on <artifact>/model.tflite, XNNPACK applied by the default op resolver."""
+
+    backend = "tflite"
+
+    def load(self) -> None:
+        """Create the interpreter with explicit threads and allocate its tensors."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        model = self.path / FILENAME if self.path.is_dir() else self.path
+        self._threads = self.threads or os.cpu_count() or 1
+        try:
+            self._interpreter = Interpreter(model_path=str(model), num_threads=self._threads,
+                                            experimental_op_resolver_type=OpResolverType.AUTO)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}") from None
+        self._inputs = self._interpreter.get_input_details()
+        self._outputs = self._output_order(self._interpreter.get_output_details())
+        self._shapes = [tuple(d["shape"]) for d in self._inputs]
+
+    def _output_order(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Output details in signature output-name order (the order the TF reference uses)."""
+        signatures = self._interpreter.get_signature_list()
+        if len(signatures) != 1:
+            return outputs
+        runner = self._interpreter.get_signature_runner(next(iter(signatures)))
+        by_index = {d["index"]: d for d in outputs}
+        named = runner.get_output_details()
+        return [by_index[named[name]["index"]] for name in sorted(named)]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Run one batch; integer input tensors get quantized inputs, integer outputs come back dequantized."""
+        interpreter = self._interpreter
+        if len(inputs) != len(self._inputs):
+            raise ValueError(f"the model takes {len(self._inputs)} inputs, got {len(inputs)}")
+        shapes = [tuple(np.shape(x)) for x in inputs]
+        if shapes != self._shapes:
+            for detail, shape in zip(self._inputs, shapes):
+                interpreter.resize_tensor_input(detail["index"], list(shape))
+            interpreter.allocate_tensors()
+            self._inputs = interpreter.get_input_details()
+            self._shapes = shapes
+        for detail, values in zip(self._inputs, inputs):
+            interpreter.set_tensor(detail["index"], _to_input(values, detail))
+        interpreter.invoke()
+        return [_to_float(interpreter.get_tensor(d["index"]), d) for d in self._outputs]
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, LiteRT version and the settings in force (threads, whether XNNPACK took the graph)."""
+        from importlib.metadata import version
+
+        nodes = {op["op_name"] for op in self._interpreter._get_ops_details()}  # delegate kernels appear as nodes
+        return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"),
+                "settings": {"num_threads": self._threads, "xnnpack": _XNNPACK_NODE in nodes,
+                             "op_resolver": "AUTO"}}
+
+    def close(self) -> None:
+        self._interpreter = None
+
+
+def _to_input(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    values = np.asarray(values)
+    if dtype.kind in "iu" and values.dtype.kind == "f":
+        scale, zero_point = detail["quantization"]
+        if scale:
+            return quantize(values, scale, zero_point, dtype)
+    return values.astype(dtype, copy=False)
+
+
+def _to_float(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return dequantize(values, scale, zero_point)
+    return np.asarray(values, dtype=np.float32).copy()
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    if "Flex" in text or "Select TensorFlow op" in text:
+        return "the model uses TF Select (Flex) ops, which ai-edge-litert has no kernels for"
+    return text[:300]
+

@@ -1,0 +1,200 @@
+"""TF.js exports and runtime: real tensorflowjs conversions run by real TF.js in Node.js."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import converter.tf_env  # noqa: F401  (legacy Keras before TensorFlow loads)
+from converter.errors import ConversionError, DependencyError
+from converter.exports import tfjs as tfjs_export
+from converter.exports.base import ExportContext
+from converter.formats import open_runtime, tolerance
+from converter.model_ref import ModelRef
+from converter.recipe.schema import Quantize, TfjsGraphExport, TfjsLayersExport
+from converter.runtimes import tfjs as tfjs_runtime
+
+CTX = ExportContext(recipe_hash="hash123", class_names=["a", "b", "c", "d", "e"])
+BACKENDS = ("tfjs-cpu", "tfjs-wasm")
+
+
+def _save(model, folder: Path) -> ModelRef:
+    model.save(str(folder), save_format="tf")
+    return ModelRef(folder, "keras")
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    """A tiny conv net whose GlobalAveragePooling2D keeps dims (as in Keras MobileNet v1), its inputs and outputs."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.layers.Input((8, 8, 3))
+    x = k.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    x = k.layers.BatchNormalization(name="bn")(x)
+    x = k.layers.GlobalAveragePooling2D(keepdims=True, name="gap")(x)
+    x = k.layers.Conv2D(5, 1, name="conv_preds")(x)
+    x = k.layers.Flatten(name="flat")(x)
+    model = k.Model(inputs, k.layers.Softmax(name="probs")(x))
+    x = np.random.RandomState(0).rand(4, 8, 8, 3).astype(np.float32)
+    return _save(model, tmp_path_factory.mktemp("conv") / "model"), x, model.predict(x, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    """A Dense net on 8 features with ~108 KB of float32 weights."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.layers.Input((8,)), k.layers.Dense(256, activation="relu", name="hidden"),
+                          k.layers.Dense(96, name="head")])
+    x = np.random.RandomState(1).rand(4, 8).astype(np.float32)
+    return _save(model, tmp_path_factory.mktemp("dense") / "model"), x, model.predict(x, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def conv_graph(conv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("conv_graph") / "a"
+    return out, tfjs_export.export_graph(conv[0], TfjsGraphExport(name="g", format="tfjs_graph"), out, CTX)
+
+
+def _manifest(folder: Path) -> list[dict]:
+    return json.loads((folder / "model.json").read_text())["weightsManifest"]
+
+
+def _run(folder: Path, fmt: str, backend: str, x: np.ndarray):
+    with open_runtime(backend, fmt, folder) as runtime:
+        return runtime.run([x])[0], runtime
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_graph_round_trip_matches_keras(conv, conv_graph, backend):
+    _, x, expected = conv
+    out, runtime = _run(conv_graph[0], "tfjs_graph", backend, x)
+    assert out.dtype == np.float32 and out.shape == expected.shape
+    assert np.abs(out - expected).max() <= tolerance("tfjs_graph", "none").max_abs_diff
+    described = runtime.describe()
+    assert described["backend"] == backend and described["runtime"] == "tfjs" and described["version"] == "4.22.0"
+    assert described["settings"]["backend"] == backend.split("-")[1]
+    if backend == "tfjs-wasm":
+        assert isinstance(described["settings"]["simd"], bool) and described["settings"]["threads"] >= 1
+
+
+def test_metadata_comes_through_tfjs(conv_graph, conv):
+    _, runtime = _run(conv_graph[0], "tfjs_graph", "tfjs-cpu", conv[1])
+    assert runtime.user_metadata == {"convert": {"recipe_hash": "hash123", "class_names": ["a", "b", "c", "d", "e"]}}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layers_keepdims_pooling_is_repaired_and_matches_keras(conv, tmp_path, backend):
+    model, x, expected = conv
+    result = tfjs_export.export_layers(model, TfjsLayersExport(name="l", format="tfjs_layers"), tmp_path, CTX)
+    assert len(result.details["repairs"]) == 1 and "gap" in result.notes[0]
+    layers = json.loads((tmp_path / "model.json").read_text())["modelTopology"]["model_config"]["config"]["layers"]
+    names = [layer["name"] for layer in layers]
+    assert names.index("gap_keepdims") == names.index("gap") + 1
+    assert layers[names.index("conv_preds")]["inbound_nodes"] == [[["gap_keepdims", 0, 0, {}]]]
+    out, runtime = _run(tmp_path, "tfjs_layers", backend, x)
+    assert np.abs(out - expected).max() <= tolerance("tfjs_layers", "none").max_abs_diff
+    assert runtime.user_metadata["convert"]["recipe_hash"] == "hash123"
+
+
+def test_unrepaired_keepdims_topology_fails_in_tfjs(conv, tmp_path, monkeypatch):
+    """The repair is needed: without it TF.js rejects the model (so the test above can fail)."""
+    monkeypatch.setattr(tfjs_export, "repair_topology", lambda topology, keras_model: [])
+    tfjs_export.export_layers(conv[0], TfjsLayersExport(name="l", format="tfjs_layers"), tmp_path, CTX)
+    with pytest.raises(ConversionError, match="ndim"):
+        _run(tmp_path, "tfjs_layers", "tfjs-cpu", conv[1])
+
+
+def test_shards_follow_shard_size(dense, tmp_path):
+    spec = TfjsGraphExport(name="g", format="tfjs_graph", shard_size="32KB")
+    result = tfjs_export.export_graph(dense[0], spec, tmp_path, CTX)
+    manifest = _manifest(tmp_path)
+    total = sum(4 * math.prod(w["shape"]) for group in manifest for w in group["weights"])
+    assert 100_000 < total < 120_000
+    sizes = [(tmp_path / p).stat().st_size for p in manifest[0]["paths"]]
+    assert len(sizes) == math.ceil(total / 32_000) == result.details["shards"] == 4
+    assert sizes[:-1] == [32_000] * (len(sizes) - 1) and sum(sizes) == total
+    out, _ = _run(tmp_path, "tfjs_graph", "tfjs-wasm", dense[1])
+    assert np.abs(out - dense[2]).max() <= 1e-3
+
+
+def test_uint8_everywhere_quantizes_every_float_weight(dense, tmp_path):
+    spec = TfjsGraphExport(name="g", format="tfjs_graph", quantize=Quantize(uint8=["*"]))
+    result = tfjs_export.export_graph(dense[0], spec, tmp_path, CTX)
+    weights = [w for group in _manifest(tmp_path) for w in group["weights"]]
+    assert weights and all(w["quantization"]["dtype"] == "uint8" for w in weights if w["dtype"] == "float32")
+    assert result.details["quantized"]["uint8"] == sum(w["dtype"] == "float32" for w in weights)
+    out, _ = _run(tmp_path, "tfjs_graph", "tfjs-cpu", dense[1])
+    assert _cosine(out, dense[2]) >= tolerance("tfjs_graph", "uint8").min_cosine
+
+
+def test_quantize_glob_restricts_to_matching_nodes(dense, tmp_path):
+    warnings: list[str] = []
+    ctx = ExportContext(recipe_hash="h", warn=warnings.append)
+    spec = TfjsGraphExport(name="g", format="tfjs_graph", quantize=Quantize(uint8=["*head*"], float16=["*nothing*"]))
+    result = tfjs_export.export_graph(dense[0], spec, tmp_path, ctx)
+    quantized = {w["name"]: w.get("quantization", {}).get("dtype") for group in _manifest(tmp_path) for w in group["weights"]}
+    assert any("head" in name for name in quantized) and any("hidden" in name for name in quantized)
+    for name, dtype in quantized.items():
+        assert dtype == ("uint8" if "head" in name else None), name
+    assert result.details["quantize_unmatched"] == ["float16:*nothing*"] and "*nothing*" in warnings[0]
+
+
+def test_layers_quantization_and_sharding(dense, tmp_path):
+    spec = TfjsLayersExport(name="l", format="tfjs_layers", shard_size="16KB", quantize=Quantize(float16=["hidden/*"]))
+    tfjs_export.export_layers(dense[0], spec, tmp_path, CTX)
+    manifest = _manifest(tmp_path)
+    dtypes = {w["name"]: w.get("quantization", {}).get("dtype") for w in manifest[0]["weights"]}
+    assert dtypes == {"hidden/kernel": "float16", "hidden/bias": "float16", "head/kernel": None, "head/bias": None}
+    assert all((tmp_path / p).stat().st_size <= 16_000 for p in manifest[0]["paths"]) and len(manifest[0]["paths"]) == 7
+    out, _ = _run(tmp_path, "tfjs_layers", "tfjs-wasm", dense[1])
+    assert np.abs(out - dense[2]).max() <= tolerance("tfjs_layers", "float16").max_abs_diff
+
+
+def test_unsupported_op_is_named(tmp_path):
+    from converter.tf_env import tf
+
+    t = tf()
+
+    class Gamma(t.Module):
+        @t.function(input_signature=[t.TensorSpec([None, 4], t.float32)])
+        def __call__(self, x):
+            return {"y": t.math.lgamma(x + 1.0) * 2.0}
+
+    module = Gamma()
+    t.saved_model.save(module, str(tmp_path / "sm"), signatures=module.__call__)
+    with pytest.raises(ConversionError, match=r"Lgamma \(node [^)]*Lgamma\)"):
+        tfjs_export.export_graph(ModelRef(tmp_path / "sm", "savedmodel"), TfjsGraphExport(name="g", format="tfjs_graph"),
+                                 tmp_path / "out", CTX)
+
+
+def test_runner_survives_a_bad_request(conv_graph, conv):
+    with open_runtime("tfjs-cpu", "tfjs_graph", conv_graph[0]) as runtime:
+        with pytest.raises(ConversionError, match="TF.js"):
+            runtime.run([np.zeros((1, 5), np.float32)])
+        assert runtime.run([conv[1]])[0].shape == conv[2].shape
+        timing = runtime.time([conv[1][:1]], {"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 3,
+                                               "min_seconds": 0, "max_runs": 3})
+    assert len(timing["latencies_ms"]) == 3 and all(ms > 0 for ms in timing["latencies_ms"])
+
+
+def test_missing_node_modules_is_a_dependency_error(conv_graph, tmp_path, monkeypatch):
+    monkeypatch.setenv(tfjs_runtime.NODE_MODULES_ENV, str(tmp_path))
+    with pytest.raises(DependencyError, match="npm ci --prefix"):
+        open_runtime("tfjs-wasm", "tfjs_graph", conv_graph[0]).load()
+    monkeypatch.delenv(tfjs_runtime.NODE_MODULES_ENV)
+    monkeypatch.setattr(tfjs_runtime, "JS_DIR", tmp_path / "js")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DependencyError, match="make install"):
+        open_runtime("tfjs-cpu", "tfjs_graph", conv_graph[0]).load()
