@@ -141,7 +141,8 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
         weights = str(weights_path)
     try:
         with _offline_weights():
-            model = constructor(weights=weights, **spec.args)
+            args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}  # YAML lists -> shapes
+            model = constructor(weights=weights, **args)
     except ModelError:
         raise
     except (ValueError, TypeError, OSError) as exc:

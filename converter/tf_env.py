@@ -10,6 +10,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # CPU only: no cuInit noise on machines without a GPU
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# tensorflowjs imports tensorflow_decision_forests, whose welcome banner imports IPython whenever
+# stdout is not a terminal (pipes, pytest capture); IPython is not a dependency.
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 
 def tf():

@@ -46,14 +46,16 @@ def models_dir(tmp_path_factory) -> Path:
     """tiny_dense.h5, tiny_conv.h5 and tiny_conv_savedmodel/ (Keras SavedModel), trained a little on digits."""
     from sklearn.datasets import load_digits
 
+    from converter.tf_env import keras
+
     folder = tmp_path_factory.mktemp("models")
     dense = build_dense()
     dense.save(folder / "tiny_dense.h5")
     conv = build_conv()
     digits = load_digits()
     x = np.repeat(digits.images[..., None] / 16.0, 3, axis=-1).astype(np.float32)
-    conv.compile("adam", "sparse_categorical_crossentropy")
-    conv.fit(x, digits.target, epochs=3, batch_size=64, verbose=0)
+    conv.compile(keras().optimizers.Adam(0.02), "sparse_categorical_crossentropy")
+    conv.fit(x, digits.target, epochs=15, batch_size=64, verbose=0)
     conv.save(folder / "tiny_conv.h5")
     conv.save(folder / "tiny_conv_savedmodel", save_format="tf")
     return folder

@@ -190,10 +190,11 @@ def test_qat_inlines_a_nested_model(nested_model, digits, tmp_path):
     assert _accuracy(ModelRef(tmp_path, "keras"), digits) > 0.8
 
 
-def test_prune_descends_into_a_nested_model(nested_model, digits, tmp_path):
-    spec = PruneStage(stage="prune", target_sparsity=0.5, epochs=1, skip_layers=["out"])
+def test_prune_inlines_a_nested_model_called_in_inference_mode(nested_model, digits, tmp_path):
+    spec = PruneStage(stage="prune", target_sparsity=0.5, epochs=1, skip_layers=["backbone/inner_b*", "out"])
     result = prune.run(nested_model, spec, digits, tmp_path)
-    assert set(result.details["layer_sparsity"]) == {"backbone/inner_dense"}
-    assert abs(result.details["layer_sparsity"]["backbone/inner_dense"] - 0.5) <= 0.02
-    inner = ModelRef(tmp_path, "keras").load_keras().get_layer("backbone").get_layer("inner_dense")
-    assert abs(np.mean(inner.kernel.numpy() == 0) - 0.5) <= 0.02
+    assert result.details["inlined_models"] == ["backbone"]
+    assert sorted(result.details["skipped_layers"]) == ["inner_bn", "out"]
+    assert set(result.details["layer_sparsity"]) == {"inner_dense"}
+    kernel = ModelRef(tmp_path, "keras").load_keras().get_layer("inner_dense").kernel.numpy()
+    assert abs(np.mean(kernel == 0) - 0.5) <= 0.02

@@ -198,3 +198,18 @@ def test_missing_node_modules_is_a_dependency_error(conv_graph, tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DependencyError, match="make install"):
         open_runtime("tfjs-cpu", "tfjs_graph", conv_graph[0]).load()
+
+
+def test_sequential_keepdims_max_pooling_1d_is_repaired(tmp_path):
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.layers.Input((6, 4)), k.layers.Conv1D(3, 2, name="conv"),
+                          k.layers.GlobalMaxPooling1D(keepdims=True, name="pool"), k.layers.Conv1D(2, 1, name="head")])
+    x = np.random.RandomState(2).rand(3, 6, 4).astype(np.float32)
+    result = tfjs_export.export_layers(_save(model, tmp_path / "model"), TfjsLayersExport(name="l", format="tfjs_layers"),
+                                       tmp_path / "out", CTX)
+    assert "GlobalMaxPooling1D 'pool'" in result.details["repairs"][0]
+    out, _ = _run(tmp_path / "out", "tfjs_layers", "tfjs-cpu", x)
+    assert out.shape == (3, 1, 2) and np.abs(out - model.predict(x, verbose=0)).max() <= 1e-4

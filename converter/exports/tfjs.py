@@ -11,6 +11,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -127,7 +128,9 @@ def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: E
     out_dir.mkdir(parents=True, exist_ok=True)
     h5_path = out_dir / "_source.h5"
     try:
-        keras_model.save(str(h5_path), save_format="h5")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="You are saving your model as an HDF5 file")
+            keras_model.save(str(h5_path), save_format="h5")
         topology, weight_groups = keras_h5_conversion.h5_merged_saved_model_to_tfjs_format(str(h5_path))
     except Exception as err:  # h5 cannot hold every model (custom objects, non-Keras state)
         raise ConversionError(f"{model.path}: the model cannot be saved as a Keras layers model: {_one_line(err)}") from None

@@ -37,6 +37,9 @@ def export(model: ModelRef, spec: TFLiteExport, out_dir: Path, ctx: ExportContex
     converter = _converter(model, spec, qat)
     _configure(converter, spec, qat, ctx, result)
     denylist = bool(spec.keep_float_ops or spec.keep_float_nodes) and not qat
+    if denylist and spec.quantization != "int8":
+        raise ConversionError(f"keep_float_ops/keep_float_nodes need quantization 'int8', not '{spec.quantization}': "
+                              "TFLite's selective quantization works on int8 activations only")
     try:
         content = _convert_selectively(converter, spec) if denylist else converter.convert()
     except ConversionError:
@@ -131,23 +134,20 @@ def representative_dataset(ctx: ExportContext, count: int, mode: str) -> Callabl
 
 
 def _convert_selectively(converter, spec: TFLiteExport) -> bytes:
-    """Calibrate, then quantize with the deny-lists (ops and nodes kept float).
+    """Calibrate, then quantize to int8 with the deny-lists (ops and nodes kept float).
 
     This is what QuantizationDebugger.get_nondebug_quantized_model does; called directly so that
-    the input/output types and int16 activations are honoured (the debugger fixes both to float).
+    input_type/output_type are honoured (the debugger makes both float32, or both int8).
     """
-    from tensorflow.compiler.mlir.lite import types_pb2
     from tensorflow.lite.python import convert as lite_convert
 
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
     ops = sorted({_tflite_op_name(op) for op in spec.keep_float_ops})
     _check_denylist(calibrated, ops, list(spec.keep_float_nodes))
-    int16 = spec.quantization == "int16x8"
     return lite_convert.mlir_quantize(
         calibrated,
         disable_per_channel=not spec.per_channel,
-        inference_type=types_pb2.QUANTIZED_INT16 if int16 else types_pb2.QUANTIZED_INT8,
         input_data_type=converter.inference_input_type or _tf_dtype("float32"),
         output_data_type=converter.inference_output_type or _tf_dtype("float32"),
         denylisted_ops=ops or None,

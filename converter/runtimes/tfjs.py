@@ -146,7 +146,7 @@ class TfjsRuntime(Runtime):
     def describe(self) -> dict[str, Any]:
         """{'backend', 'runtime': 'tfjs', 'version', 'settings': {backend, simd, threads, ...}}."""
         return {"backend": self.backend, "runtime": "tfjs", "version": self._version,
-                "settings": dict(self.info.get("settings") or {})}
+                "settings": {**(self.info.get("settings") or {}), "threads_requested": self.threads}}
 
     @property
     def user_metadata(self) -> Optional[dict[str, Any]]:
@@ -168,7 +168,10 @@ class TfjsRuntime(Runtime):
     def _call(self, header: dict[str, Any], arrays: Optional[list[np.ndarray]] = None) -> tuple[dict[str, Any], list[np.ndarray]]:
         if self._proc is None:
             raise RuntimeError("TfjsRuntime: call load() first")
-        self._write(self._proc, header, arrays or [])
+        try:
+            self._write(self._proc, header, arrays or [])
+        except BrokenPipeError:
+            pass  # the runner is gone: reading its reply reports how it ended
         reply = self._read_header()
         if "error" in reply:
             raise _RunnerError(reply["error"])

@@ -10,7 +10,7 @@ from converter.errors import ConversionError
 from converter.runtimes.base import Runtime
 
 FILENAME = "model.tflite"
-_XNNPACK_NODE = "TfLiteXNNPackDelegate"
+_DELEGATE = "DELEGATE"  # the op name of a node a delegate took over
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -40,12 +40,17 @@ class TFLiteRuntime(Runtime):
         try:
             self._interpreter = Interpreter(model_path=str(model), num_threads=self._threads,
                                             experimental_op_resolver_type=OpResolverType.AUTO)
-            self._interpreter.allocate_tensors()
+            before = self._delegate_nodes()  # the Flex delegate, if any, is applied at construction
+            self._interpreter.allocate_tensors()  # the default XNNPACK delegate is applied here
         except (ValueError, RuntimeError) as error:
             raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}") from None
         self._inputs = self._interpreter.get_input_details()
         self._outputs = self._output_order(self._interpreter.get_output_details())
         self._shapes = [tuple(d["shape"]) for d in self._inputs]
+        self._xnnpack_partitions = self._delegate_nodes() - before
+
+    def _delegate_nodes(self) -> int:
+        return sum(op["op_name"] == _DELEGATE for op in self._interpreter._get_ops_details())
 
     def _output_order(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Output details in signature output-name order (the order the TF reference uses)."""
@@ -78,10 +83,9 @@ class TFLiteRuntime(Runtime):
         """Backend, LiteRT version and the settings in force (threads, whether XNNPACK took the graph)."""
         from importlib.metadata import version
 
-        nodes = {op["op_name"] for op in self._interpreter._get_ops_details()}  # delegate kernels appear as nodes
         return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"),
-                "settings": {"num_threads": self._threads, "xnnpack": _XNNPACK_NODE in nodes,
-                             "op_resolver": "AUTO"}}
+                "settings": {"num_threads": self._threads, "xnnpack": self._xnnpack_partitions > 0,
+                             "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}}
 
     def close(self) -> None:
         self._interpreter = None

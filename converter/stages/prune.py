@@ -1,8 +1,8 @@
 """Pipeline stage `prune`: magnitude pruning with tfmot, fine-tuned, then stripped of its wrappers.
 
 Pruning is applied layer by layer (clone_model with a clone function) so that `skip_layers` globs, 2:4
-structure and block sizes can be decided per layer. Nested Sequential/functional sub-models are descended into;
-their layers are named 'outer/inner' and globs match either that path or the bare layer name.
+structure and block sizes can be decided per layer. Nested Sequential/functional sub-models are inlined first
+(see converter.stages.nested); globs match a layer's name or its 'outer/inner' path in the source model.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from converter.data.dataset import Dataset
 from converter.errors import ModelError, RecipeError
 from converter.model_ref import ModelRef
 from converter.recipe.schema import PruneStage
-from converter.stages.fit import StageResult, fit, load_trainable, matches, save, steps_per_epoch, walk_layers
+from converter.stages.fit import StageResult, fit, load_trainable, matches, save, steps_per_epoch
+from converter.stages.nested import flatten_nested, layer_paths
 from converter.stages.sparsity import gzip_size, zero_fraction
 from converter.suggest import did_you_mean
 
@@ -27,6 +28,7 @@ class _Plan:
 
     spec: PruneStage
     schedule: Any
+    paths: dict[str, str]  # layer name -> path in the source model, for the globs
     pruned: dict[str, Any] = field(default_factory=dict)  # name -> the wrapped (original) layer
     skipped: list[str] = field(default_factory=list)
     left_dense: dict[str, str] = field(default_factory=dict)  # name -> reason
@@ -40,12 +42,16 @@ def run(model: ModelRef, spec: PruneStage, data: Dataset, out_dir: Path) -> Stag
     sparsity_api = tfmot().sparsity.keras
     source = load_trainable(model, spec.stage_name)
     size_before = gzip_size(source.get_weights())
-    _check_globs(source, spec)
+    paths = layer_paths(source)
+    _check_globs(paths, spec)
+    flat, inlined = flatten_nested(source)
 
     notes: list[str] = []
+    if inlined:
+        notes.append(f"inlined nested model(s) {', '.join(inlined)} so that their layers can be pruned")
     schedule, schedule_details = _schedule(spec, steps_per_epoch(len(data), spec.batch_size) * spec.epochs, notes)
-    plan = _Plan(spec, schedule)
-    pruned_model = _wrap(source, plan, prefix="")
+    plan = _Plan(spec, schedule, paths)
+    pruned_model = _wrap(flat, plan)
     if not plan.pruned:
         raise ModelError(f"{model.path}: no layer left to prune (skipped: {plan.skipped or 'none'}; "
                          f"not prunable: {sorted(plan.left_dense) or 'none'})")
@@ -81,6 +87,7 @@ def run(model: ModelRef, spec: PruneStage, data: Dataset, out_dir: Path) -> Stag
         "skipped_layers": plan.skipped,
         "left_dense": plan.left_dense,
         "elementwise_layers": plan.elementwise,
+        "inlined_models": inlined,
         "gzip_bytes_before": size_before,
         "gzip_bytes_after": size_after,
         "gzip_ratio": round(size_before / size_after, 4) if size_after else None,
@@ -114,33 +121,27 @@ def _schedule(spec: PruneStage, total_steps: int, notes: list[str]) -> tuple[Any
     return schedule, details
 
 
-def _check_globs(model, spec: PruneStage) -> None:
-    names = [name for name, _ in walk_layers(model)]
+def _check_globs(paths: dict[str, str], spec: PruneStage) -> None:
+    names = sorted(paths.values())
     for glob in spec.skip_layers:
         if not any(matches(name, [glob]) for name in names):
             raise RecipeError("pipeline", f"stage '{spec.stage_name}': skip_layers glob '{glob}' matches no layer"
                                           + did_you_mean(glob, names))
 
 
-def _wrap(model, plan: _Plan, prefix: str):
-    """Clone `model`, wrapping every prunable layer the plan allows; nested graph models are cloned recursively."""
+def _wrap(model, plan: _Plan):
+    """Clone the (flat) `model`, wrapping every prunable layer the plan allows."""
     from converter.tf_env import keras
 
     k = keras()
 
     def clone(layer):
-        name = prefix + layer.name
-        if isinstance(layer, k.Model):
-            if isinstance(layer, k.Sequential) or layer._is_graph_network:
-                return _wrap(layer, plan, prefix=name + "/")
-            plan.left_dense[name] = "subclassed model: tfmot cannot prune inside it"
-            return layer
         if isinstance(layer, k.layers.InputLayer):
             return layer
-        if matches(name, plan.spec.skip_layers):
-            plan.skipped.append(name)
+        if matches(plan.paths.get(layer.name, layer.name), plan.spec.skip_layers):
+            plan.skipped.append(layer.name)
             return layer
-        return _wrap_layer(layer, name, plan)
+        return _wrap_layer(layer, layer.name, plan)
 
     return k.models.clone_model(model, clone_function=clone)
 

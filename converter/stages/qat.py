@@ -14,6 +14,7 @@ from converter.errors import ModelError, RecipeError
 from converter.model_ref import ModelRef
 from converter.recipe.schema import QatStage
 from converter.stages.fit import StageResult, fit, load_trainable, matches, save, walk_layers
+from converter.stages.nested import flatten_nested, layer_paths
 from converter.suggest import did_you_mean
 
 # Layers tfmot's default 8-bit layout transforms fold or split, though its registry does not list them.
@@ -27,6 +28,7 @@ def run(model: ModelRef, spec: QatStage, data: Dataset, out_dir: Path) -> StageR
 
     quantization = tfmot().quantization.keras
     source = load_trainable(model, spec.stage_name)
+    paths = layer_paths(source)
     flat, inlined = flatten_nested(source)
     unsupported = unsupported_layers(flat)
     notes: list[str] = []
@@ -39,7 +41,7 @@ def run(model: ModelRef, spec: QatStage, data: Dataset, out_dir: Path) -> StageR
                              f"supported ones with `layers:` globs in stage '{spec.stage_name}'")
         annotated = quantization.quantize_annotate_model(flat)
     else:
-        annotated = _annotate_matching(flat, spec, unsupported)
+        annotated = _annotate_matching(flat, spec, unsupported, paths)
     try:
         with quantization.quantize_scope():
             quantized = quantization.quantize_apply(annotated)
@@ -88,73 +90,17 @@ def quantized_layer_names(model) -> list[str]:
     return [layer.layer.name for layer in model.layers if isinstance(layer, wrapper)]
 
 
-def flatten_nested(model) -> tuple[Any, list[str]]:
-    """Return (model with nested Sequential/functional sub-models inlined, names of the inlined models).
-
-    The flat model is rebuilt from fresh layers carrying the same weights, so it shares nothing with `model`.
-    """
-    from converter.tf_env import keras
-
-    k = keras()
-    nested = [layer for layer in model.layers if isinstance(layer, k.Model)]
-    if not nested:
-        return model, []
-    for layer in nested:
-        if not (isinstance(layer, k.Sequential) or layer._is_graph_network):
-            raise ModelError(f"layer '{layer.name}' is a subclassed model: tfmot cannot quantize inside it")
-    inputs = [k.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=name)
-              for t, name in zip(model.inputs, model.input_names)]
-    try:
-        outputs = _inline(model, inputs if len(inputs) > 1 else inputs[0], {})
-        flat = k.Model(inputs, outputs, name=model.name)
-        fresh = k.models.clone_model(flat)
-    except ValueError as error:
-        raise ModelError(f"cannot inline nested model(s) {', '.join(l.name for l in nested)}: "
-                         f"{str(error).splitlines()[0]}") from error
-    fresh.set_weights(flat.get_weights())
-    inner = [name for name, layer in walk_layers(model) if isinstance(layer, k.Model)]
-    return fresh, inner
-
-
-def _inline(model, inputs, call_kwargs: dict):
-    """Call the layers of graph model `model` on `inputs` one by one, inlining nested models recursively."""
-    from converter.tf_env import keras, tf
-
-    k, tf_module = keras(), tf()
-    usage = model._tensor_usage_count
-    tensors: dict[str, list] = {}
-    for ref, new in zip(model.inputs, tf_module.nest.flatten(inputs)):
-        tensors[str(id(ref))] = [new] * usage[str(id(ref))]
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input or any(t not in tensors for t in node.flat_input_ids):
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            layer = node.layer
-            if isinstance(layer, k.Model):
-                training = kwargs.get("training", call_kwargs.get("training"))
-                outputs = _inline(layer, args[0], {} if training is None else {"training": training})
-            else:
-                if "training" in call_kwargs and "training" not in kwargs and layer._call_spec.expects_training_arg:
-                    kwargs["training"] = call_kwargs["training"]
-                outputs = layer(*args, **kwargs)
-            for ref_id, tensor in zip(node.flat_output_ids, tf_module.nest.flatten(outputs)):
-                tensors[ref_id] = [tensor] * usage[ref_id]
-    outputs = [tensors[str(id(ref))].pop() for ref in model.outputs]
-    return tf_module.nest.pack_sequence_as(model._nested_outputs, outputs)
-
-
-def _annotate_matching(model, spec: QatStage, unsupported: dict[str, str]):
-    """Clone `model` with quantize annotations on the layers matching `spec.layers`."""
+def _annotate_matching(model, spec: QatStage, unsupported: dict[str, str], paths: dict[str, str]):
+    """Clone the (flat) `model` with quantize annotations on the layers whose name or source path matches `spec.layers`."""
     from converter.tf_env import keras, tfmot
 
     k, quantization = keras(), tfmot().quantization.keras
     names = [name for name, _ in walk_layers(model)]
     for glob in spec.layers or []:
-        if not any(matches(name, [glob]) for name in names):
+        if not any(matches(paths.get(name, name), [glob]) for name in names):
             raise RecipeError("pipeline", f"stage '{spec.stage_name}': layers glob '{glob}' matches no layer"
-                                          + did_you_mean(glob, names))
-    chosen = [name for name in names if matches(name, spec.layers or [])]
+                                          + did_you_mean(glob, sorted(paths.values())))
+    chosen = [name for name in names if matches(paths.get(name, name), spec.layers or [])]
     bad = {name: unsupported[name] for name in chosen if name in unsupported}
     if bad:
         raise ModelError(f"stage '{spec.stage_name}': `layers:` selects layer(s) tfmot cannot quantize: {_describe(bad)}")
