@@ -172,6 +172,9 @@ class TrainStage(StageBase, Fit):
     """Fit the model on data.train."""
 
     stage: Literal["train"]
+    batchnorm_momentum: Optional[float] = Field(
+        None, gt=0, lt=1, description="Set every BatchNormalization's momentum before training. Keras applications use "
+        "0.99-0.999, whose moving statistics lag far behind on small datasets; 0.9 suits a few hundred steps.")
 
 
 class PruneStage(StageBase, Fit):

@@ -73,8 +73,7 @@ def fit(model, spec: Fit, data: Dataset, callbacks: Iterable = ()) -> dict:
             history = model.fit(x, y, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True,
                                 verbose=0, callbacks=list(callbacks))
         except ValueError as error:
-            first = str(error).strip().splitlines()
-            raise DataError(f"data.train does not fit the model: {first[-1] if first else error}") from error
+            raise DataError(f"data.train does not fit the model: {_last_line(error)}") from error
     summary: dict[str, Any] = {
         "epochs": spec.epochs,
         "samples": int(len(x)),
@@ -106,6 +105,13 @@ def _training_arrays(model, spec: Fit, data: Dataset) -> tuple[np.ndarray, np.nd
     elif spec.loss not in CLASSIFICATION_LOSSES:
         y = y.astype(np.float32)
     return x, y
+
+
+def _last_line(error: Exception) -> str:
+    """The informative last line of a Keras traceback-style message, without graph node details."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    line = lines[-1] if lines else type(error).__name__
+    return line.removeprefix("ValueError: ").split(" for '{{node", 1)[0]
 
 
 def _optimizer(spec: Fit):

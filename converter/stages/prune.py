@@ -66,7 +66,7 @@ def run(model: ModelRef, spec: PruneStage, data: Dataset, out_dir: Path) -> Stag
     gain = 1.0 - size_after / size_before if size_before else 0.0
 
     notes.append(f"pruned {len(plan.pruned)} layer(s) to {overall:.1%} zeros; gzip of weights "
-                 f"{size_before} -> {size_after} bytes ({gain:+.1%} smaller)")
+                 f"{size_before} -> {size_after} bytes ({gain:.1%} smaller)")
     if gain < MIN_SIZE_GAIN:
         notes.append(f"pruning saves only {gain:.1%} of compressed weight size: it buys nothing here")
     notes.append("dense runtimes (TFLite, ONNX Runtime, TF.js) do not run faster on "

@@ -2,7 +2,8 @@
 
 Layer coverage is checked before any training. Nested Sequential/functional sub-models (a Keras application
 used as a backbone, say) are inlined into one flat functional model first, since tfmot cannot quantize inside
-a nested model; a `training=False` given to the nested call is passed on to its layers.
+a nested model. tfmot's quantize transforms rebuild the graph without call arguments, so a `training=False`
+on a layer call (a frozen backbone's BatchNormalization) does not survive into the quantized model.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def run(model: ModelRef, spec: QatStage, data: Dataset, out_dir: Path) -> StageR
         notes.append(f"left in float (unsupported by tfmot): {_describe(unsupported)}")
     details: dict[str, Any] = {
         "quantized_layers": wrapped,
-        "unsupported_layers": {name: cls for name, cls in unsupported.items()},
+        "unsupported_layers": unsupported,
         "inlined_models": inlined,
         "history": history,
     }

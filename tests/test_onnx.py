@@ -1,0 +1,151 @@
+"""ONNX exporter and onnxruntime adapter on tiny Keras models: options honoured, quantization real, parity kept."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from converter.errors import ConversionError
+from converter.exports.base import ExportContext
+from converter.model_ref import ModelRef
+from converter.recipe.schema import OnnxExport
+from converter.runtimes.onnx_runtime import OnnxRuntime
+
+X = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype(np.float32)
+CTX = ExportContext(recipe_hash="t", calibration=lambda n: X[:n])
+
+
+def _conv_net(keras):
+    """Conv -> Flatten -> Dense (5120 weights, above onnx.save's 1 KB external-data threshold)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def _erfc(values):
+    from converter.tf_env import tf
+
+    return tf().math.erfc(values)
+
+
+@pytest.fixture(scope="module")
+def conv(tmp_path_factory):
+    """(ModelRef of a Keras SavedModel, the Keras model's outputs on X)."""
+    from converter.tf_env import keras
+
+    model = _conv_net(keras())
+    folder = tmp_path_factory.mktemp("onnx") / "conv"
+    model.save(str(folder))
+    return ModelRef(folder, "keras"), model.predict(X, verbose=0)
+
+
+def _export(model: ModelRef, folder: Path, **options):
+    from converter.exports.onnx import export
+
+    return export(model, OnnxExport(name="t", format="onnx", **options), folder, CTX)
+
+
+def _run(folder: Path, x: np.ndarray) -> np.ndarray:
+    with OnnxRuntime(folder, threads=1) as runtime:
+        return runtime.run([x])[0]
+
+
+def _graph(folder: Path):
+    import onnx
+
+    return onnx.load(str(folder / "model.onnx"), load_external_data=False)
+
+
+def test_float_model_matches_keras(conv, tmp_path):
+    model, reference = conv
+    result = _export(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    assert result.details["qdq_nodes"] == {"QuantizeLinear": 0, "DequantizeLinear": 0}
+    with OnnxRuntime(tmp_path, threads=2) as runtime:
+        np.testing.assert_allclose(runtime.run([X[:5]])[0], reference[:5], atol=1e-4)
+        settings = runtime.describe()["settings"]
+    assert settings["providers"] == ["CPUExecutionProvider"]
+    assert settings["intra_op_num_threads"] == 2 and settings["graph_optimization_level"] == "ORT_ENABLE_ALL"
+
+
+def test_opset_names_and_static_batch_are_honoured(conv, tmp_path):
+    model, reference = conv
+    _export(model, tmp_path, opset=13, input_names=["image"], output_names=["probs"], dynamic_batch=False)
+    graph = _graph(tmp_path)
+    assert [o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")] == [13]
+    assert [i.name for i in graph.graph.input] == ["image"] and [o.name for o in graph.graph.output] == ["probs"]
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    np.testing.assert_allclose(_run(tmp_path, X[:1]), reference[:1], atol=1e-4)
+
+
+def test_nchw_layout_and_dynamic_batch(conv, tmp_path):
+    model, reference = conv
+    result = _export(model, tmp_path, layout="nchw")
+    assert result.details["inputs"][0]["shape"] == ["batch", 3, 8, 8]
+    assert result.details["outputs"][0]["shape"] == ["batch", 10]
+    np.testing.assert_allclose(_run(tmp_path, X[:3].transpose(0, 3, 1, 2)), reference[:3], atol=1e-4)
+
+
+def test_external_data_always_writes_a_data_file(conv, tmp_path):
+    model, reference = conv
+    result = _export(model, tmp_path, external_data="always")
+    assert result.details["external_data"] is True and (tmp_path / "model.onnx.data").stat().st_size >= 5120 * 4
+    np.testing.assert_allclose(_run(tmp_path, X[:2]), reference[:2], atol=1e-4)
+
+
+def test_dynamic_int8_uses_integer_ops(conv, tmp_path):
+    model, reference = conv
+    result = _export(model, tmp_path, quantization="dynamic_int8")
+    ops = result.details["ops"]
+    assert "DynamicQuantizeLinear" in ops and ("MatMulInteger" in ops or "ConvInteger" in ops)
+    assert result.details["weight_dtypes"].get("int8", 0) >= 1
+    assert np.abs(_run(tmp_path, X[:4]) - reference[:4]).max() < 0.05
+
+
+def test_static_int8_is_qdq_and_exclude_op_types_keeps_matmul_float(conv, tmp_path):
+    model, reference = conv
+    result = _export(model, tmp_path, quantization="int8", calibration_method="minmax", exclude_op_types=["MatMul"])
+    assert result.details["qdq_nodes"]["QuantizeLinear"] > 0 and result.details["qdq_nodes"]["DequantizeLinear"] > 0
+    graph = _graph(tmp_path).graph
+    produced_by = {out: node.op_type for node in graph.node for out in node.output}
+    conv_node = next(n for n in graph.node if n.op_type == "Conv")
+    matmul = next(n for n in graph.node if n.op_type == "MatMul")
+    assert produced_by.get(conv_node.input[1]) == "DequantizeLinear"  # int8 weights dequantized into the Conv
+    assert "DequantizeLinear" not in {produced_by.get(i) for i in matmul.input}
+    assert not any(p.name.endswith(".onnx") and p.name != "model.onnx" for p in tmp_path.iterdir())
+    assert np.abs(_run(tmp_path, X[:4]) - reference[:4]).max() < 0.05
+
+
+def test_unknown_exclude_op_type_is_refused(conv, tmp_path):
+    model, _ = conv
+    with pytest.raises(ConversionError, match="exclude_op_types: the model has no 'Conx' node.*did you mean 'Conv'"):
+        _export(model, tmp_path, quantization="dynamic_int8", exclude_op_types=["Conx"])
+
+
+def test_unsupported_op_is_named(tmp_path):
+    from converter.tf_env import keras
+
+    k = keras()
+    k.Sequential([k.Input((4,)), k.layers.Lambda(_erfc)]).save(str(tmp_path / "erfc"))
+    with pytest.raises(ConversionError, match="no ONNX conversion for Erfc"):
+        _export(ModelRef(tmp_path / "erfc", "keras"), tmp_path / "out")
+
+
+def test_opset_beyond_tf2onnx_is_refused(conv, tmp_path):
+    model, _ = conv
+    with pytest.raises(ConversionError, match="opset 19"):
+        _export(model, tmp_path, opset=19)
+
+
+def test_qat_model_fake_quant_becomes_qdq(tmp_path):
+    from converter.tf_env import keras, tfmot
+
+    qat = tfmot().quantization.keras.quantize_model(_conv_net(keras()))
+    qat.save(str(tmp_path / "qat"))
+    result = _export(ModelRef(tmp_path / "qat", "keras"), tmp_path / "out")
+    assert result.details["qat"] is True
+    assert result.details["qdq_nodes"]["QuantizeLinear"] >= 3  # input, conv kernel, dense kernel at least
+    assert np.abs(_run(tmp_path / "out", X[:4]) - qat.predict(X[:4], verbose=0)).max() < 0.02
