@@ -39,8 +39,8 @@ def measure(artifact_dir: Path, fmt: str, backend: str, threads: int, batch: int
             schedule: Union[Schedule, Timing], sample: np.ndarray, timeout: Optional[float] = None) -> dict[str, Any]:
     """Latency row of one artifact on one backend, measured by `python -m converter.benchmark.worker`.
 
-    The row: backend, threads, batch, p50/p90/p99/mean/std/min/max_ms, n, warmup_runs, load_ms,
-    first_inference_ms, peak_rss_mb (of the process running the model), timed_in, runtime (the
+    The row: backend, threads, batch, p50/p90/p99/mean/std/min/max_ms, n, warmup_runs, import_ms
+    (the runtime library; None for TF.js), load_ms (the model; inside Node for TF.js), first_inference_ms, peak_rss_mb (of the process running the model), timed_in, runtime (the
     adapter's describe()) and notes; or backend, threads, batch and `error` when it could not be timed.
     """
     timing = schedule.timing if isinstance(schedule, Schedule) else schedule

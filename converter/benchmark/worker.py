@@ -7,6 +7,7 @@ written as {"error": "..."}; the exit code is 0 whenever a row (or an error row)
 """
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import sys
@@ -20,6 +21,8 @@ from converter.benchmark.schedule import Timing, run_timing
 from converter.benchmark.stats import summarize
 
 # One timed inference inside Node, with no warm-up: TF.js's first-inference time.
+# The library each in-process backend imports, loaded before the model so load_ms does not include the import.
+_LIBRARIES = {"tf": "converter.tf_env", "tflite": "ai_edge_litert.interpreter", "onnxruntime": "onnxruntime"}
 _FIRST_ONLY = {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "max_runs": 1, "max_seconds": 3600.0}
 
 
@@ -39,6 +42,7 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     timing = Timing(**spec["timing"])
     in_node = backend.startswith("tfjs-")
     runtime = open_runtime(backend, spec["fmt"], Path(spec["artifact_dir"]), spec["threads"])
+    import_ms = import_library(backend)
     started = time.perf_counter()
     runtime.load()
     load_ms = (time.perf_counter() - started) * 1000.0
@@ -58,6 +62,7 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         **summarize(timed["latencies_ms"]),
         "warmup_runs": timed["warmup_runs"],
+        "import_ms": import_ms,
         "load_ms": load_ms,
         "first_inference_ms": first_ms,
         "peak_rss_mb": peak_rss_mb(children=in_node),
@@ -66,6 +71,17 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
         "runtime": description,
         "notes": thread_notes(backend, spec["threads"], description),
     }
+
+
+def import_library(backend: str) -> float | None:
+    """Import the backend's library (TensorFlow without initialising its threads); milliseconds taken, None for Node."""
+    if backend not in _LIBRARIES:
+        return None
+    started = time.perf_counter()
+    module = importlib.import_module(_LIBRARIES[backend])
+    if backend == "tf":
+        module.tf()
+    return (time.perf_counter() - started) * 1000.0
 
 
 def thread_notes(backend: str, threads: int, description: dict[str, Any]) -> list[str]:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from converter.recipe.types import ByteSize, ExistingPath, Strict
+from converter.recipe.types import ByteSize, ExistingPath, Strict, _resolve
 from converter.suggest import did_you_mean
 
 KERAS_APPLICATIONS = (
@@ -46,6 +46,13 @@ class ModelSpec(Strict):
     weights: str = Field("none", description="Application weights: 'imagenet' (from the Keras cache ~/.keras/models), 'none', or a weights file path.")
     signature: str = Field("serving_default", description="SavedModel signature to load.")
     trust_model_code: bool = Field(False, description="Allow loading models that carry Python code (Keras Lambda layers).")
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_file(cls, value: str, info: ValidationInfo) -> str:
+        if value in ("none", "imagenet"):
+            return value
+        return str(_resolve(value, info, must_exist=True))
 
     @field_validator("application")
     @classmethod
