@@ -161,6 +161,19 @@ def test_keep_float_ops_leaves_the_denied_op_float(conv, tmp_path):
     assert np.abs(_run(tmp_path, X[:4]) - reference[:4]).max() < 0.05
 
 
+def test_keep_float_nodes_leaves_the_denied_node_float(conv, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, _ = conv
+    _export(model, tmp_path / "float")
+    interpreter = Interpreter(model_path=str(tmp_path / "float" / "model.tflite"))
+    dense = next(op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED")
+    node = interpreter._get_tensor_details(dense["outputs"][0], 0)["name"]
+    _export(model, tmp_path / "int8", quantization="int8", keep_float_nodes=[node])
+    dtypes = _op_input_dtypes(tmp_path / "int8")
+    assert dtypes["FULLY_CONNECTED"][:2] == ["float32", "float32"] and dtypes["CONV_2D"][:2] == ["int8", "int8"]
+
+
 def test_keep_float_ops_naming_no_op_is_refused(conv, tmp_path):
     model, _ = conv
     with pytest.raises(ConversionError, match="no 'FULLY_CONECTED' op.*did you mean 'FULLY_CONNECTED'"):

@@ -39,12 +39,13 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
     import onnx
 
     result = ExportResult()
-    external = spec.external_data == "always" or (
-        spec.external_data == "auto" and _folder_bytes(Path(model.path)) > _PROTOBUF_LIMIT)
+    # tf2onnx's large-model mode (tensors kept out of the protobuf) only where the 2 GiB limit demands it
+    large = spec.external_data != "never" and _folder_bytes(Path(model.path)) > _PROTOBUF_LIMIT
+    external = large or spec.external_data == "always"
     qat = is_qat_model(model)
     with tempfile.TemporaryDirectory(prefix="convert-onnx-") as tmp:
         float_path = Path(tmp) / FILENAME
-        nchw_inputs = _convert(model, spec, float_path, external, result)
+        nchw_inputs = _convert(model, spec, float_path, large, result)
         float_model = onnx.load(str(float_path), load_external_data=False)
         if qat:
             _check_qat(float_model)
@@ -71,11 +72,14 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
                           per_channel=spec.per_channel, external_data=(out_dir / DATA_FILENAME).exists())
     if spec.quantization == "int8" and not qat:
         result.details["calibration_method"] = spec.calibration_method
+    if "ConvInteger" in result.details["ops"]:
+        result.notes.append("dynamic int8 turned convolutions into ConvInteger, which onnxruntime runs slowly on CPU and "
+                            "which can cost CNNs much accuracy; static 'int8' (QDQ) suits convolutional models")
     return result
 
 
 # ----------------------------------------------------------------------------- conversion
-def _convert(model: ModelRef, spec: OnnxExport, path: Path, external: bool, result: ExportResult) -> list[str]:
+def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result: ExportResult) -> list[str]:
     """Write the float ONNX model to `path`; return the names of the inputs transposed to NCHW."""
     from converter.tf_env import tf
 
@@ -91,21 +95,21 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, external: bool, resu
         try:
             graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
                 str(model.path), None, None, "serve", [model.signature],
-                None, external, return_initialized_tables=True, return_tensors_to_rename=True)
+                None, large, return_initialized_tables=True, return_tensors_to_rename=True)
             renames.update(_renames(spec.input_names, inputs, renames, "input_names"))
             renames.update(_renames(spec.output_names, outputs, renames, "output_names"))
             nchw = _rank4_inputs(graph_def, inputs) if spec.layout == "nchw" else []
-            with _numpy_product_alias():
+            with _numpy_product_alias(large):
                 proto, storage = _convert_common(
                     graph_def, name=str(model.path), opset=spec.opset, input_names=inputs, output_names=outputs,
-                    inputs_as_nchw=nchw or None, large_model=external, tensors_to_rename=renames,
+                    inputs_as_nchw=nchw or None, large_model=large, tensors_to_rename=renames,
                     initialized_tables=tables)
         except ConversionError:
             raise
         except Exception as error:
             if unsupported.ops:
                 raise _unsupported_error(unsupported.ops) from None
-            raise ConversionError(f"tf2onnx failed: {_first_line(error)}") from None
+            raise _failed_error(unsupported.failed, error) from None
     if unsupported.ops:
         raise _unsupported_error(unsupported.ops)
     if spec.layout == "nchw" and not nchw:
@@ -116,9 +120,9 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, external: bool, resu
 
 
 @contextmanager
-def _numpy_product_alias() -> Iterator[None]:
+def _numpy_product_alias(needed: bool) -> Iterator[None]:
     """tf2onnx 1.17's large-model path calls np.product, which NumPy 2 removed: alias it to np.prod meanwhile."""
-    missing = not hasattr(np, "product")
+    missing = needed and not hasattr(np, "product")
     if missing:
         np.product = np.prod
     try:
@@ -156,6 +160,19 @@ def _unsupported_error(ops: dict[str, int]) -> ConversionError:
     if any(op.startswith("FakeQuant") for op in ops):
         hint = ": tf2onnx cannot convert this quantization-aware trained model's fake-quant nodes"
     return ConversionError(f"tf2onnx has no ONNX conversion for {listed}{hint}")
+
+
+def _failed_error(failed: list[tuple[str, str]], error: Exception) -> ConversionError:
+    """Name the node tf2onnx failed on; a FakeQuant with an empty range means an untrained QAT model."""
+    if not failed:
+        return ConversionError(f"tf2onnx failed: {_first_line(error)}")
+    node, op = failed[0]
+    hint = ""
+    if op.startswith("FakeQuant"):
+        hint = (" (tf2onnx cannot convert this quantization-aware model's fake-quant node"
+                + ("; its range is empty, min == max: train the QAT model before exporting)"
+                   if isinstance(error, ZeroDivisionError) else ")"))
+    return ConversionError(f"tf2onnx failed on {op} node '{node}': {_first_line(error)}{hint}")
 
 
 def _first_line(error: Exception) -> str:

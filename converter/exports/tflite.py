@@ -34,12 +34,12 @@ def export(model: ModelRef, spec: TFLiteExport, out_dir: Path, ctx: ExportContex
     tf()
     result = ExportResult()
     qat = is_qat_model(model)
-    converter = _converter(model, spec, qat)
-    _configure(converter, spec, qat, ctx, result)
     denylist = bool(spec.keep_float_ops or spec.keep_float_nodes) and not qat
     if denylist and spec.quantization != "int8":
         raise ConversionError(f"keep_float_ops/keep_float_nodes need quantization 'int8', not '{spec.quantization}': "
                               "TFLite's selective quantization works on int8 activations only")
+    converter = _converter(model, spec, qat)
+    _configure(converter, spec, qat, ctx, result)
     try:
         content = _convert_selectively(converter, spec) if denylist else converter.convert()
     except ConversionError:
@@ -70,7 +70,7 @@ def _converter(model: ModelRef, spec: TFLiteExport, qat: bool):
 
     lite = tf().lite
     if qat:
-        # from_saved_model may keep the fake-quant ops float; the Keras object carries the QAT ranges.
+        # As the tfmot guide does: convert the Keras object, whose quantize wrappers carry the trained ranges.
         return lite.TFLiteConverter.from_keras_model(model.load_keras())
     try:
         return lite.TFLiteConverter.from_saved_model(str(model.path), signature_keys=[spec.signature])
@@ -169,8 +169,7 @@ def _check_denylist(calibrated: bytes, ops: list[str], nodes: list[str]) -> None
     node_names = {interpreter._get_tensor_details(t, 0)["name"] for op in op_details for t in op["outputs"]}
     for op in ops:
         if op not in op_names:
-            raise ConversionError(f"keep_float_ops: the model has no '{op}' op{did_you_mean(op, op_names)}; "
-                                  f"its ops are {', '.join(sorted(op_names))}")
+            raise ConversionError(f"keep_float_ops: the model has no '{op}' op{did_you_mean(op, op_names)}")
     for node in nodes:
         if node not in node_names:
             raise ConversionError(f"keep_float_nodes: the model has no node '{node}'{did_you_mean(node, node_names)}")
@@ -218,7 +217,7 @@ def describe_tflite(content: bytes) -> dict[str, Any]:
     constants = {t for op in ops for t in op["inputs"] if t >= 0 and t not in produced and t not in graph_inputs}
     return {
         "size_bytes": len(content),
-        "ops": dict(sorted(Counter(op["op_name"] for op in ops).items())),
+        "ops": dict(sorted(Counter(op["op_name"] for op in ops if op["op_name"] != "DELEGATE").items())),
         "tensor_dtypes": _dtype_counts(tensors[i] for i in tensors),
         "weight_dtypes": _dtype_counts(tensors[i] for i in constants if i in tensors),
         "inputs": [_io_detail(d) for d in interpreter.get_input_details()],

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 _TFLITE_SELECT = re.compile(r"^TF Select ops:\s*(.+)$", re.MULTILINE)
 _TFLITE_CUSTOM = re.compile(r"^Custom ops:\s*(.+)$", re.MULTILINE)
 _TFLITE_NEITHER = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+_SUMMARY_OP = re.compile(r"OP=(\w+)")
 
 
 @dataclass
@@ -35,20 +36,26 @@ def tflite_missing_ops(error_text: str) -> TFLiteMissingOps:
 
 
 class Tf2onnxUnsupportedOps(logging.Handler):
-    """Collects the op types tf2onnx reports as 'Unsupported ops: Counter({...})' while installed.
+    """Collects what tf2onnx logs while installed: 'Unsupported ops: Counter({...})' and nodes it failed on.
 
-    Use as a context manager around a conversion; `ops` is then {op type: count}.
+    Use as a context manager around a conversion; `ops` is then {op type: count} and `failed`
+    [(node name, op type)].
     """
 
     def __init__(self) -> None:
         super().__init__(level=logging.ERROR)
         self.ops: dict[str, int] = {}
+        self.failed: list[tuple[str, str]] = []
         self._logger = logging.getLogger("tf2onnx")
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == "Unsupported ops: %s" and record.args:
             for op, count in dict(record.args[0] if isinstance(record.args, tuple) else record.args).items():
                 self.ops[op] = self.ops.get(op, 0) + count
+        elif str(record.msg).startswith("Failed to convert node") and isinstance(record.args, tuple) and record.args:
+            summary = str(record.args[-1]) if len(record.args) > 2 else ""
+            op = _SUMMARY_OP.search(summary)
+            self.failed.append((str(record.args[0]), op.group(1) if op else "?"))
 
     def __enter__(self) -> "Tf2onnxUnsupportedOps":
         self._logger.addHandler(self)

@@ -308,8 +308,9 @@ class TFLiteExport(ExportBase):
                 raise PydanticCustomError(
                     "impossible", "{key} {t} needs quantization 'int8', not '{q}'",
                     {"key": key, "t": getattr(self, key), "q": self.quantization})
-        if (self.keep_float_ops or self.keep_float_nodes) and self.quantization not in ("int8", "int16x8", "dynamic_int8"):
-            raise PydanticCustomError("impossible", "keep_float_ops/keep_float_nodes need an integer quantization", {})
+        if (self.keep_float_ops or self.keep_float_nodes) and self.quantization != "int8":
+            raise PydanticCustomError("impossible", "keep_float_ops/keep_float_nodes need quantization 'int8', not '{q}'",
+                                      {"q": self.quantization})
         return self
 
     def quantization_name(self) -> str:
@@ -320,7 +321,7 @@ class OnnxExport(ExportBase):
     """ONNX through tf2onnx; quantized with onnxruntime.quantization."""
 
     format: Literal["onnx"]
-    opset: int = Field(17, ge=9, le=21, description="ONNX opset.")
+    opset: int = Field(17, ge=9, le=18, description="ONNX opset (tf2onnx 1.17 goes up to 18).")
     input_names: Optional[list[str]] = Field(None, description="Rename the graph inputs.")
     output_names: Optional[list[str]] = Field(None, description="Rename the graph outputs.")
     dynamic_batch: bool = Field(True, description="Leave the batch dimension dynamic.")

@@ -94,10 +94,9 @@ class TFLiteRuntime(Runtime):
 def _to_input(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     values = np.asarray(values)
-    if dtype.kind in "iu" and values.dtype.kind == "f":
-        scale, zero_point = detail["quantization"]
-        if scale:
-            return quantize(values, scale, zero_point, dtype)
+    scale, zero_point = detail["quantization"]
+    if dtype.kind in "iu" and scale and values.dtype != dtype:  # same integer dtype: already the model's values
+        return quantize(values, scale, zero_point, dtype)
     return values.astype(dtype, copy=False)
 
 
