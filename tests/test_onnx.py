@@ -146,10 +146,11 @@ def test_unsupported_op_is_named(tmp_path):
         _export(ModelRef(tmp_path / "erfc", "keras"), tmp_path / "out")
 
 
-def test_opset_beyond_tf2onnx_is_refused(conv, tmp_path):
-    model, _ = conv
-    with pytest.raises(ConversionError, match="opset 19"):
-        _export(model, tmp_path, opset=19)
+def test_opset_beyond_tf2onnx_is_refused_at_validation():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="less than or equal to 18"):
+        OnnxExport(name="t", format="onnx", opset=19)
 
 
 def test_qat_model_fake_quant_becomes_qdq(tmp_path):
