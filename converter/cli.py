@@ -88,6 +88,27 @@ def run(
     raise typer.Exit(0 if report.passed else 1)
 
 
+@app.command()
+def compare(
+    runs: List[Path] = typer.Argument(..., help="Run folders (each with a report.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write compare.md and compare.html into this folder."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Side-by-side table of several runs: accuracy, drop, size and latency per artifact and backend."""
+    from converter.reporting.compare import compare_runs
+
+    try:
+        markdown, html = compare_runs(list(runs))
+    except UserError as exc:
+        _fail(exc, debug)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(markdown)
+        (out / "compare.html").write_text(html)
+        typer.echo(f"wrote {out / 'compare.md'} and {out / 'compare.html'}", err=True)
+    typer.echo(markdown, nl=False)
+
+
 @app.command("schema-docs")
 def schema_docs() -> None:
     """Print the recipe reference generated from the schema (docs/recipe-reference.md)."""

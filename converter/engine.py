@@ -257,6 +257,7 @@ class Engine:
         record.update({k: v for k, v in describe_files(self.store.path(entry) / "artifact").items()})
         place(self.store.path(entry) / "artifact", self.out_dir / "artifacts" / export.name)
         self.check(export, entry, model_name, record, reference)
+        self.time_latency(export, entry, record)
         return record
 
     def _export(self, export: ExportBase, entry: str, model_name: str) -> None:
@@ -272,6 +273,51 @@ class Engine:
             result = formats.exporter(export.format)(ref, export, tmp / "artifact", ctx)
             meta["seconds"] = round(time.perf_counter() - started, 2)
             meta["notes"], meta["details"] = result.notes, result.details
+
+    def schedule(self):
+        from converter.benchmark.schedule import Schedule
+
+        return Schedule.from_recipe(self.recipe.benchmark, self.options.benchmark_overrides)
+
+    def time_latency(self, export: ExportBase, entry: str, record: dict[str, Any]) -> None:
+        """Latency rows per (backend, threads, batch), each measured in its own process, cached."""
+        from converter.benchmark.machine import fingerprint
+        from converter.benchmark.measure import measure, plan
+
+        schedule = self.schedule()
+        wanted = self.options.benchmark if self.options.benchmark is not None else schedule.enabled
+        if not wanted or record.get("error"):
+            return
+        machine = fingerprint()
+        machine_key = {k: machine.get(k) for k in ("cpu_model", "cores", "versions")}
+        backends = [b for b in self.backends(export) if not schedule.backends or b in schedule.backends]
+        failed = {e["backend"] for e in record["evaluations"] if any("does not load" in r for r in e["reasons"])}
+        for backend, threads, batch in plan([b for b in backends if b not in failed], schedule):
+            row_id = make_id("latency", entry, backend, threads, batch, schedule.timing, machine_key,
+                             self._data_key("parity"))
+            row = None if self.options.force else self.store.get_json(row_id)
+            if row is None:
+                self.log(f"time {export.name} on {backend}, {threads} thread(s), batch {batch}")
+                row = measure(self.store.path(entry) / "artifact", export.format, backend, threads, batch, schedule,
+                              self.parity_inputs()[:1])
+                if "error" not in row:
+                    self.store.put_json(row_id, row)
+                self.computed += 1
+            else:
+                self.cache_hits += 1
+            row.pop("id", None)
+            record["latency"].append(row)
+
+    def stages(self) -> list[dict[str, Any]]:
+        """What each pipeline stage did (from the store: notes, details, seconds)."""
+        rows = []
+        for stage in self.recipe.pipeline:
+            entry = self.model_id(stage.stage_name)
+            meta = self.store.get_json(entry) or {}
+            rows.append({"name": stage.stage_name, "stage": stage.stage, "id": entry,
+                         "input": self.recipe.stage_input(self.recipe.pipeline.index(stage)),
+                         **{k: meta[k] for k in ("seconds", "notes", "details") if k in meta}})
+        return rows
 
     def lineage(self, name: str) -> list[dict[str, str]]:
         chain = []

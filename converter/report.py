@@ -24,20 +24,29 @@ def build_report(engine: "Engine", reference: dict[str, Any], artifacts: list[di
         artifact["passed"] = not artifact["failures"]
         if reference_size and artifact.get("size_bytes"):
             artifact["size_ratio"] = artifact["size_bytes"] / reference_size
+    from converter.benchmark.findings import findings
+    from converter.benchmark.machine import fingerprint
+    from converter.reporting.html import render_html
+    from converter.reporting.markdown import render_markdown
+
     report = {
         "name": engine.recipe.name,
         "recipe_hash": engine.loaded.hash(),
         "recipe": str(engine.loaded.path) if engine.loaded.path else None,
         "reference": reference,
+        "stages": engine.stages(),
         "artifacts": artifacts,
         "passed": all(a["passed"] for a in artifacts),
         "warnings": engine.loaded.warnings,
         "run": {"seconds": round(seconds, 2), "cache_hits": engine.cache_hits, "computed": engine.computed},
         "versions": tool_versions(),
+        "machine": fingerprint(),
     }
+    report["findings"] = findings(report)
     write_json(engine.out_dir / "report.json", report)
     write_json(engine.out_dir / "manifest.json", manifest(report))
-    write_text(engine.out_dir / "report.md", markdown(report))
+    write_text(engine.out_dir / "report.md", render_markdown(report))
+    write_text(engine.out_dir / "report.html", render_html(report))
     return report
 
 
@@ -46,47 +55,6 @@ def manifest(report: dict[str, Any]) -> dict[str, Any]:
         "name": report["name"], "recipe_hash": report["recipe_hash"], "versions": report["versions"],
         "artifacts": [{k: a[k] for k in MANIFEST_KEYS if k in a} | {"passed": a["passed"]} for a in report["artifacts"]],
     }
-
-
-def _fmt(value: Any, kind: str = "") -> str:
-    if value is None:
-        return "–"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
-    if kind == "pts":
-        return f"{100 * value:+.2f}".replace("-0.00", "+0.00")
-    if kind == "bytes":
-        return f"{value / 1024:.1f} KiB" if value < 1024 * 1024 else f"{value / 1024 / 1024:.2f} MiB"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def markdown(report: dict[str, Any]) -> str:
-    ref = report["reference"]
-    lines = [f"# {report['name']}", "",
-             f"Reference: `{ref['model']}` ({ref['format']})" + (f", top-1 {_fmt(ref['metrics'].get('top1'), 'pct')} on {ref.get('samples')} samples" if ref["metrics"].get("top1") is not None else ""),
-             "", "| artifact | format | quantization | backend | size | gzip | ratio | top-1 | drop (pts) | agreement | max abs diff | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for a in report["artifacts"]:
-        rows = a["evaluations"] or [{"backend": "–", "metrics": {}, "passed": a["passed"]}]
-        for e in rows:
-            m = e["metrics"]
-            lines.append("| " + " | ".join([
-                a["name"], a["format"], a["quantization"], e["backend"], _fmt(a.get("size_bytes"), "bytes"),
-                _fmt(a.get("gzip_bytes"), "bytes"), _fmt(a.get("size_ratio")), _fmt(m.get("top1"), "pct"),
-                _fmt(0.0 - m["top1_drop"] if "top1_drop" in m else None, "pts"), _fmt(m.get("top1_agreement"), "pct"),
-                _fmt(m.get("max_abs_diff")), "pass" if e["passed"] else "**FAIL**",
-            ]) + " |")
-    failed = [a for a in report["artifacts"] if not a["passed"]]
-    if failed:
-        lines += ["", "## Failures", ""]
-        lines += [f"- {reason}" for a in failed for reason in a["failures"]]
-    notes = [(a["name"], n) for a in report["artifacts"] for n in a.get("notes", [])]
-    if notes or report["warnings"]:
-        lines += ["", "## Notes", ""] + [f"- {w}" for w in report["warnings"]] + [f"- {name}: {n}" for name, n in notes]
-    lines += ["", f"Overall: {'PASSED' if report['passed'] else 'FAILED'}", ""]
-    return "\n".join(lines)
 
 
 def write_json(path: Path, data: Any) -> None:

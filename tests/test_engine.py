@@ -153,3 +153,20 @@ def test_plain_savedmodel_source_with_signature(tmp_path):
     wrong = dict(recipe, model={"path": str(tmp_path / "sm"), "signature": "dubble"})
     with pytest.raises(ModelError, match="no signature 'dubble'.*did you mean 'double'"):
         api.run(wrong, out=tmp_path / "run2")
+
+
+def test_latency_rows_are_measured_cached_and_rendered(models_dir, tmp_path):
+    quick = {"warmup_runs": 2, "warmup_seconds": 0.0, "min_runs": 5, "min_seconds": 0.0, "max_seconds": 1.0}
+    recipe = recipe_for(models_dir / "tiny_conv.h5", benchmark={"threads": [1], "batch_sizes": [1, 4]},
+                        exports=[{"name": "reference", "format": "savedmodel"}, {"name": "tfl", "format": "tflite"}])
+    first = api.run(recipe, out=tmp_path / "run", benchmark_overrides=quick)
+    rows = first.artifacts[0]["latency"]
+    assert [(r["backend"], r["threads"], r["batch"]) for r in rows] == [("tf", 1, 1), ("tf", 1, 4)]
+    assert all(r["n"] >= 5 and 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] for r in rows)
+    assert all("load_ms" in r and "peak_rss_mb" in r for r in rows)
+    second = api.run(recipe, out=tmp_path / "run", benchmark_overrides=quick)
+    assert [(r["backend"], r["threads"], r["batch"]) for r in first.artifact("tfl")["latency"]] == [("tflite", 1, 1), ("tflite", 1, 4)]
+    assert second.data["run"]["computed"] == 0 and second.artifacts[0]["latency"] == rows
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
+    assert first.data["machine"]["cores"] >= 1

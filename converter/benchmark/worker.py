@@ -20,9 +20,9 @@ import numpy as np
 from converter.benchmark.schedule import Timing, run_timing
 from converter.benchmark.stats import summarize
 
-# One timed inference inside Node, with no warm-up: TF.js's first-inference time.
 # The library each in-process backend imports, loaded before the model so load_ms does not include the import.
 _LIBRARIES = {"tf": "converter.tf_env", "tflite": "ai_edge_litert.interpreter", "onnxruntime": "onnxruntime"}
+# One timed inference inside Node, with no warm-up: TF.js's first-inference time.
 _FIRST_ONLY = {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "max_runs": 1, "max_seconds": 3600.0}
 
 

@@ -155,6 +155,7 @@ class Fit(Strict):
     batch_size: int = Field(32, ge=1, description="Batch size.")
     learning_rate: float = Field(1e-3, gt=0, description="Learning rate.")
     optimizer: Literal["adam", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="'cosine' decays the learning rate to 0 over all steps.")
     loss: Literal["sparse_categorical_crossentropy", "categorical_crossentropy", "mse", "mae"] = Field(
         "sparse_categorical_crossentropy", description="Loss.")
     from_logits: bool = Field(False, description="The model outputs logits, not probabilities.")

@@ -160,6 +160,8 @@ def notes(report: dict[str, Any]) -> list[str]:
     for artifact in report.get("artifacts", []):
         items += [f"{artifact['name']}: {n}" for n in artifact.get("notes", [])]
         items += [f"{artifact['name']} on {r['backend']}: {n}" for r in artifact.get("latency", []) for n in r.get("notes", [])]
+    for stage in report.get("stages", []):
+        items += [f"stage {stage['name']}: {n}" for n in stage.get("notes", [])]
     return list(dict.fromkeys(items))
 
 

@@ -67,7 +67,8 @@ def fit(model, spec: Fit, data: Dataset, callbacks: Iterable = ()) -> dict:
     k = keras()
     x, y = _training_arrays(model, spec, data)
     k.utils.set_random_seed(spec.seed)
-    model.compile(optimizer=_optimizer(spec), loss=_loss(spec), metrics=_metrics(spec))
+    total_steps = spec.epochs * steps_per_epoch(len(x), spec.batch_size)
+    model.compile(optimizer=_optimizer(spec, total_steps), loss=_loss(spec), metrics=_metrics(spec))
     with _deterministic_ops():
         try:
             history = model.fit(x, y, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True,
@@ -114,11 +115,15 @@ def _last_line(error: Exception) -> str:
     return line.removeprefix("ValueError: ").split(" for '{{node", 1)[0]
 
 
-def _optimizer(spec: Fit):
+def _optimizer(spec: Fit, total_steps: int):
     from converter.tf_env import keras
 
+    k = keras()
     optimizers = {"adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop"}
-    return getattr(keras().optimizers, optimizers[spec.optimizer])(learning_rate=spec.learning_rate)
+    rate = spec.learning_rate
+    if spec.lr_schedule == "cosine":
+        rate = k.optimizers.schedules.CosineDecay(spec.learning_rate, decay_steps=total_steps)
+    return getattr(k.optimizers, optimizers[spec.optimizer])(learning_rate=rate)
 
 
 def _loss(spec: Fit):
