@@ -27,7 +27,7 @@ class Timing:
     warmup_seconds: float = 1.0
     min_runs: int = 50
     min_seconds: float = 2.0
-    max_runs: int = 1000
+    max_runs: int = 100000
     max_seconds: float = 20.0
 
     def __post_init__(self) -> None:

@@ -67,6 +67,8 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
             else:
                 reader = _calibration_reader(*calibration_feed(float_model, _calibration(ctx, spec), nchw_inputs))
                 _quantize_static(source, final, spec, reader, external)
+    if nchw_inputs:
+        _mark_nchw_inputs(final, nchw_inputs)
     result.details.update(describe_onnx(final))
     result.details.update(quantization=spec.quantization, qat=qat, opset=spec.opset, layout=spec.layout,
                           per_channel=spec.per_channel, external_data=(out_dir / DATA_FILENAME).exists())
@@ -205,6 +207,19 @@ def _check_qat(float_model) -> None:
 
 
 # ----------------------------------------------------------------------------- saving
+NCHW_METADATA = "convert.nchw_inputs"  # inputs transposed to NCHW; runtimes feed them NHWC data transposed
+
+
+def _mark_nchw_inputs(path: Path, names) -> None:
+    """Record in the model's metadata which inputs take NCHW, so a runtime can feed NHWC samples."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = NCHW_METADATA, ",".join(names)
+    onnx.save_model(proto, str(path))
+
+
 def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 

@@ -383,7 +383,7 @@ class BenchmarkSection(Strict):
     warmup_seconds: float = Field(1.0, ge=0, description="Warm-up seconds, at least.")
     min_runs: int = Field(50, ge=1, description="Timed runs, at least.")
     min_seconds: float = Field(2.0, ge=0, description="Timed seconds, at least.")
-    max_runs: int = Field(1000, ge=1, description="Stop after this many timed runs.")
+    max_runs: int = Field(100000, ge=1, description="Stop after this many timed runs (once min_seconds is reached, unless max_seconds comes first).")
     max_seconds: float = Field(20.0, gt=0, description="Stop after this many timed seconds (once min_runs is reached).")
     backends: Optional[list[Backend]] = Field(None, description="Restrict timing to these backends.")
 

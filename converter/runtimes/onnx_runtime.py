@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from converter.errors import ConversionError
+from converter.exports.onnx import NCHW_METADATA
 from converter.runtimes.base import Runtime
 
 FILENAME = "model.onnx"
@@ -34,14 +35,22 @@ class OnnxRuntime(Runtime):
             raise ConversionError(f"onnxruntime cannot load {model}: {' '.join(str(error).split())[:300]}") from None
         self._inputs = self._session.get_inputs()
         self._outputs = [o.name for o in self._session.get_outputs()]
+        marked = self._session.get_modelmeta().custom_metadata_map.get(NCHW_METADATA, "")
+        self._nchw = {name for name in marked.split(",") if name}
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run one batch; outputs as float32 in the session's output order."""
         if len(inputs) != len(self._inputs):
             raise ValueError(f"the model takes {len(self._inputs)} inputs, got {len(inputs)}")
-        feed = {meta.name: np.asarray(values).astype(_numpy_type(meta.type), copy=False)
+        feed = {meta.name: self._layout(meta.name, np.asarray(values)).astype(_numpy_type(meta.type), copy=False)
                 for meta, values in zip(self._inputs, inputs)}
         return [np.asarray(out, dtype=np.float32) for out in self._session.run(self._outputs, feed)]
+
+    def _layout(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Samples are NHWC throughout the toolkit; an input exported as NCHW gets them transposed."""
+        if name in self._nchw and values.ndim == 4:
+            return np.ascontiguousarray(values.transpose(0, 3, 1, 2))
+        return values
 
     def describe(self) -> dict[str, Any]:
         """Backend, onnxruntime version, providers in use and the session options in force."""
@@ -52,6 +61,7 @@ class OnnxRuntime(Runtime):
                 "settings": {"providers": self._session.get_providers(),
                              "intra_op_num_threads": options.intra_op_num_threads or "default",
                              "inter_op_num_threads": options.inter_op_num_threads,
+                             "nchw_inputs": sorted(self._nchw),
                              "graph_optimization_level": str(options.graph_optimization_level).split(".")[-1]}}
 
     def close(self) -> None:
