@@ -17,7 +17,7 @@ from converter.artifact_files import describe_files, place, remove_stale
 from converter.data.dataset import Dataset
 from converter.data.loading import check_shape, fingerprint, load_dataset
 from converter.errors import ConversionError, ModelError
-from converter.evaluate import check_backend, run_batches
+from converter.evaluate import check_backend, parity_verdict, run_batches
 from converter.exports.base import ExportContext
 from converter.model_ref import ModelRef
 from converter.recipe.loader import LoadedRecipe
@@ -53,6 +53,7 @@ class Engine:
         self._ids: dict[str, str] = {}
         self._datasets: dict[str, Optional[Dataset]] = {}
         self._outputs: dict[tuple[str, str], np.ndarray] = {}
+        self._forced: set[str] = set()  # entries already recomputed in this run under --force
         self.cache_hits = 0
         self.computed = 0
 
@@ -82,8 +83,8 @@ class Engine:
         parts: list[Any] = [config, self.model_id(self.recipe.export_model(export))]
         if getattr(export, "quantization", "none") in ("int8", "int16x8"):
             parts.append(fingerprint(self.recipe.data.for_calibration()))
-        if export.format.startswith("tfjs"):
-            parts += [self.loaded.hash(), self.class_names()]
+        if export.format.startswith("tfjs"):  # model.json carries the build hash and class names
+            parts += [self.loaded.build_hash(export.name), self.class_names()]
         return make_id(f"export-{export.format}", *parts)
 
     # ------------------------------------------------------------------ models
@@ -104,8 +105,6 @@ class Engine:
         ref = ModelRef(path, meta["kind"], meta["signature"])
         self._models[name] = ref
         return ref
-
-    _forced: set[str] = set()
 
     def _compute_model(self, name: str, entry: str) -> None:
         from converter.formats import load_symbol
@@ -211,10 +210,12 @@ class Engine:
         from converter.report import build_report
 
         self.store.clean_temporaries()
-        self._forced = set()
         started = time.perf_counter()
         reference = self.reference()
-        artifacts = [self.run_export(export, reference) for export in self.recipe.exports]
+        artifacts = []
+        for index, export in enumerate(self.recipe.exports, 1):
+            self.log(f"[{index}/{len(self.recipe.exports)}] {export.name}")
+            artifacts.append(self.run_export(export, reference))
         remove_stale(self.out_dir / "artifacts", {e.name for e in self.recipe.exports})
         return build_report(self, reference, artifacts, time.perf_counter() - started)
 
@@ -262,7 +263,7 @@ class Engine:
 
     def _export(self, export: ExportBase, entry: str, model_name: str) -> None:
         ref = self.model(model_name)
-        ctx = ExportContext(recipe_hash=self.loaded.hash(), class_names=self.class_names(),
+        ctx = ExportContext(recipe_hash=self.loaded.build_hash(export.name), class_names=self.class_names(),
                             calibration=self.calibration if self.recipe.data.for_calibration() else None,
                             warn=lambda message: self.log(f"warning: {message}"))
         self.log(f"export {export.name}: {export.format} ({export.quantization_name()})")
@@ -291,7 +292,7 @@ class Engine:
         machine = fingerprint()
         machine_key = {k: machine.get(k) for k in ("cpu_model", "cores", "versions")}
         backends = [b for b in self.backends(export) if not schedule.backends or b in schedule.backends]
-        failed = {e["backend"] for e in record["evaluations"] if any("does not load" in r for r in e["reasons"])}
+        failed = {e["backend"] for e in record["evaluations"] if "error" in e}
         for backend, threads, batch in plan([b for b in backends if b not in failed], schedule):
             row_id = make_id("latency", entry, backend, threads, batch, schedule.timing, machine_key,
                              self._data_key("parity"))
@@ -346,7 +347,7 @@ class Engine:
                 self.log(f"check {export.name} on {backend}")
                 parity_x = self.parity_inputs()
                 result = check_backend(
-                    self.store.path(entry) / "artifact", export.format, backend, export.name, record["quantization"],
+                    self.store.path(entry) / "artifact", export.format, backend, export.name,
                     parity_x, self.tf_outputs(model_name, "parity", parity_x),
                     data, self.tf_outputs(reference["model"], "eval", data.x) if data is not None else None,
                     reference["metrics"], verify.batch_size)
@@ -355,12 +356,16 @@ class Engine:
                 self.computed += 1
             else:
                 self.cache_hits += 1
-            if "parity" in result:
-                record["parity"].append(result["parity"])
+            parity = parity_verdict(result["parity"], export.format, record["quantization"], export.name) \
+                if "parity" in result else {}
+            if parity:
+                record["parity"].append(parity)
             evaluation = {"backend": backend, "runtime": result.get("runtime"), "metrics": result.get("metrics", {}),
                           "budget": {k: v for k, v in budget.model_dump().items() if v is not None}}
+            if "error" in result:
+                evaluation["error"] = result["error"]
             reasons = [result["error"]] if "error" in result else []
-            reasons += result.get("parity", {}).get("reasons", [])
+            reasons += parity.get("reasons", [])
             reasons += failures(evaluation["metrics"], budget, export.name, backend)
             evaluation["passed"] = not reasons
             evaluation["reasons"] = reasons

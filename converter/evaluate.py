@@ -17,23 +17,27 @@ def run_batches(runtime, x: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs, axis=0)
 
 
-def parity(output: np.ndarray, source_output: np.ndarray, fmt: str, quantization: str,
-           artifact: str, backend: str) -> dict[str, Any]:
-    """Compare an artifact with its source model on the same inputs, against the format's tolerance."""
-    tol = formats.tolerance(fmt, quantization)
+def parity_measurement(output: np.ndarray, source_output: np.ndarray, backend: str) -> dict[str, Any]:
+    """How far an artifact is from its source model on the same inputs (cached; judged by parity_verdict)."""
     measured = metrics.reference_metrics(output, source_output)
+    return {"backend": backend, "samples": int(len(output)),
+            "max_abs_diff": measured["max_abs_diff"], "cosine": measured["cosine"]}
+
+
+def parity_verdict(measured: dict[str, Any], fmt: str, quantization: str, artifact: str) -> dict[str, Any]:
+    """Judge a parity measurement against the format's declared tolerance."""
+    tol = formats.tolerance(fmt, quantization)
+    backend = measured["backend"]
     reasons = []
     if tol.max_abs_diff is not None and measured["max_abs_diff"] > tol.max_abs_diff:
         reasons.append(f"{artifact} on {backend}: parity max_abs_diff {measured['max_abs_diff']:.3g} > tolerance {tol.max_abs_diff:g}")
     if measured["cosine"] < tol.min_cosine:
         reasons.append(f"{artifact} on {backend}: parity cosine {measured['cosine']:.6f} < tolerance {tol.min_cosine:g}")
-    return {"backend": backend, "samples": int(len(output)),
-            "max_abs_diff": measured["max_abs_diff"], "cosine": measured["cosine"],
-            "tolerance": {"max_abs_diff": tol.max_abs_diff, "min_cosine": tol.min_cosine},
+    return {**measured, "tolerance": {"max_abs_diff": tol.max_abs_diff, "min_cosine": tol.min_cosine},
             "passed": not reasons, "reasons": reasons}
 
 
-def check_backend(artifact_dir: Path, fmt: str, backend: str, artifact: str, quantization: str,
+def check_backend(artifact_dir: Path, fmt: str, backend: str, artifact: str,
                   parity_inputs: Optional[np.ndarray], source_output: Optional[np.ndarray],
                   eval_data: Optional[Dataset], reference_output: Optional[np.ndarray],
                   reference_labels: Optional[dict[str, float]], batch_size: int) -> dict[str, Any]:
@@ -49,7 +53,7 @@ def check_backend(artifact_dir: Path, fmt: str, backend: str, artifact: str, qua
         result["runtime"] = runtime.describe()
         if parity_inputs is not None:
             output = run_batches(runtime, parity_inputs, len(parity_inputs))
-            result["parity"] = parity(output, source_output, fmt, quantization, artifact, backend)
+            result["parity"] = parity_measurement(output, source_output, backend)
         if eval_data is not None:
             output = run_batches(runtime, eval_data.x, batch_size)
             result["metrics"] = metrics.compare(output, reference_output, eval_data.y, reference_labels)

@@ -18,8 +18,10 @@ class FormatInfo:
 
 _FLOAT = Tolerance(max_abs_diff=1e-4, min_cosine=0.99999)
 _FLOAT16 = Tolerance(max_abs_diff=2e-2, min_cosine=0.999)
-_INT8 = Tolerance(max_abs_diff=None, min_cosine=0.95)
-_UINT8_WEIGHTS = Tolerance(max_abs_diff=None, min_cosine=0.95)
+# Integer artifacts: a healthy int8 MobileNet on 1000 ImageNet classes measured cosine 0.949 against its
+# float source over 16 photos, collapsed ones 0.002-0.02; accuracy itself is the budget's job.
+_INT8 = Tolerance(max_abs_diff=None, min_cosine=0.9)
+_UINT8_WEIGHTS = Tolerance(max_abs_diff=None, min_cosine=0.9)
 
 FORMATS: dict[str, FormatInfo] = {
     "savedmodel": FormatInfo("converter.exports.savedmodel:export", ("tf",), {"none": _FLOAT}),

@@ -54,11 +54,17 @@ def test_second_run_is_served_from_cache_and_force_recomputes(models_dir, tmp_pa
     assert forced.data["run"]["computed"] >= 3
 
 
-def test_changed_recipe_reuses_unchanged_prefix(models_dir, tmp_path):
-    api.run(recipe_for(models_dir / "tiny_conv.h5"), out=tmp_path / "run")
-    changed = recipe_for(models_dir / "tiny_conv.h5", verify={"max_top1_drop": 0.5})
+def test_changed_budget_reuses_every_measurement(models_dir, tmp_path):
+    exports = [{"name": "reference", "format": "savedmodel"}, {"name": "web", "format": "tfjs_graph", "backends": ["tfjs-wasm"]}]
+    first = api.run(recipe_for(models_dir / "tiny_conv.h5", exports=exports), out=tmp_path / "run")
+    changed = recipe_for(models_dir / "tiny_conv.h5", exports=exports, verify={"max_top1_drop": 0.5})
     report = api.run(changed, out=tmp_path / "run")
     assert report.data["run"]["computed"] == 0  # budgets are applied to cached measurements
+    assert report.artifact("web")["sha256"] == first.artifact("web")["sha256"]
+    model_json = json.loads((tmp_path / "run" / "artifacts" / "web" / "model.json").read_text())
+    assert model_json["userDefinedMetadata"]["convert"]["class_names"] == [str(i) for i in range(10)]
+    renamed = recipe_for(models_dir / "tiny_conv.h5", exports=[exports[0], {**exports[1], "shard_size": "1MB"}])
+    assert api.run(renamed, out=tmp_path / "run").data["run"]["computed"] > 0  # an artifact option does recompute
 
 
 def test_interrupted_entry_is_never_taken_as_done(tmp_path):

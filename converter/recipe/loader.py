@@ -38,8 +38,19 @@ class LoadedRecipe:
 
     def hash(self) -> str:
         """Content hash of the validated recipe (paths resolved, defaults filled)."""
-        text = json.dumps(self.recipe.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _digest(self.recipe.model_dump(mode="json"))
+
+    def build_hash(self, export_name: str) -> str:
+        """Hash of the recipe as far as it shapes one artifact: model, data, pipeline and that export's own
+        options. Budgets, benchmark settings and the other exports leave it unchanged."""
+        dumped = self.recipe.model_dump(mode="json", exclude={"verify", "benchmark", "exports"})
+        export = next(e for e in self.recipe.exports if e.name == export_name)
+        dumped["export"] = export.model_dump(mode="json", exclude={"verify", "backends"})
+        return _digest(dumped)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- YAML with lines
