@@ -41,6 +41,33 @@ def build_conv(channels: int = 3):
     return k.Model(inputs, outputs)
 
 
+FLAT_X = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
+
+
+def build_flat_conv():
+    """Conv (216 weights) -> Flatten -> Dense (5120 weights: big enough for dynamic-range quantization and
+    above onnx.save's 1 KB external-data threshold)."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.Input((8, 8, 3))
+    x = k.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = k.layers.Flatten()(x)
+    return k.Model(inputs, k.layers.Dense(10, activation="softmax")(x))
+
+
+@pytest.fixture(scope="session")
+def conv(tmp_path_factory):
+    """(ModelRef of the flat conv net as a Keras SavedModel, the Keras model's outputs on FLAT_X)."""
+    from converter.model_ref import ModelRef
+
+    model = build_flat_conv()
+    folder = tmp_path_factory.mktemp("flat") / "conv"
+    model.save(str(folder))
+    return ModelRef(folder, "keras"), model.predict(FLAT_X, verbose=0)
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     """tiny_dense.h5, tiny_conv.h5 and tiny_conv_savedmodel/ (Keras SavedModel), trained a little on digits."""

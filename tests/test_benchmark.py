@@ -99,7 +99,7 @@ def test_warmup_lasts_its_seconds():
 def test_schedule_from_recipe_defaults_and_overrides():
     schedule = Schedule.from_recipe(BenchmarkSection(), {"min_runs": 10, "max_seconds": 2.0})
     assert schedule.threads == tuple(dict.fromkeys([1, os.cpu_count()]))
-    assert schedule.timing == Timing(warmup_runs=10, warmup_seconds=1.0, min_runs=10, min_seconds=2.0, max_runs=1000, max_seconds=2.0)
+    assert schedule.timing == Timing(warmup_runs=10, warmup_seconds=1.0, min_runs=10, min_seconds=2.0, max_runs=100000, max_seconds=2.0)
     assert schedule.batch_sizes == (1,)
     custom = Schedule.from_recipe(BenchmarkSection(threads=[4, 1, 4], batch_sizes=[8, 1], backends=["tflite"]))
     assert (custom.threads, custom.batch_sizes, custom.backends) == ((4, 1), (8, 1), ("tflite",))

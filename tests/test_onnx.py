@@ -6,40 +6,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FLAT_X as X
+from conftest import build_flat_conv
+
 from converter.errors import ConversionError
 from converter.exports.base import ExportContext
 from converter.model_ref import ModelRef
 from converter.recipe.schema import OnnxExport
 from converter.runtimes.onnx_runtime import OnnxRuntime
 
-X = np.random.default_rng(1).normal(size=(16, 8, 8, 3)).astype(np.float32)
 CTX = ExportContext(recipe_hash="t", calibration=lambda n: X[:n])
-
-
-def _conv_net(keras):
-    """Conv -> Flatten -> Dense (5120 weights, above onnx.save's 1 KB external-data threshold)."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
 
 
 def _erfc(values):
     from converter.tf_env import tf
 
     return tf().math.erfc(values)
-
-
-@pytest.fixture(scope="module")
-def conv(tmp_path_factory):
-    """(ModelRef of a Keras SavedModel, the Keras model's outputs on X)."""
-    from converter.tf_env import keras
-
-    model = _conv_net(keras())
-    folder = tmp_path_factory.mktemp("onnx") / "conv"
-    model.save(str(folder))
-    return ModelRef(folder, "keras"), model.predict(X, verbose=0)
 
 
 def _export(model: ModelRef, folder: Path, **options):
@@ -161,7 +143,7 @@ def test_opset_beyond_tf2onnx_is_refused_at_validation():
 def test_qat_model_fake_quant_becomes_qdq(tmp_path):
     from converter.tf_env import keras, tfmot
 
-    qat = tfmot().quantization.keras.quantize_model(_conv_net(keras()))
+    qat = tfmot().quantization.keras.quantize_model(build_flat_conv())
     qat.save(str(tmp_path / "untrained"))
     with pytest.raises(ConversionError, match="FakeQuantWithMinMaxVars node .*min == max"):
         _export(ModelRef(tmp_path / "untrained", "keras"), tmp_path / "refused")

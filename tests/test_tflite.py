@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import FLAT_X as X
+from conftest import build_flat_conv
+
 from converter.errors import ConversionError
 from converter.exports.base import ExportContext
 from converter.exports.unsupported_ops import tflite_missing_ops
@@ -13,28 +16,7 @@ from converter.model_ref import ModelRef
 from converter.recipe.schema import TFLiteExport
 from converter.runtimes.tflite_runtime import TFLiteRuntime, dequantize, quantize
 
-X = np.random.default_rng(0).normal(size=(16, 8, 8, 3)).astype(np.float32)
 CTX = ExportContext(recipe_hash="t", calibration=lambda n: X[:n])
-
-
-def _conv_net(keras):
-    """Conv (216 weights) -> Flatten -> Dense (5120 weights: big enough for dynamic-range quantization)."""
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
-    x = keras.layers.Flatten()(x)
-    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-
-
-@pytest.fixture(scope="module")
-def conv(tmp_path_factory):
-    """(ModelRef of a Keras SavedModel, the Keras model's outputs on X)."""
-    from converter.tf_env import keras
-
-    model = _conv_net(keras())
-    folder = tmp_path_factory.mktemp("tflite") / "conv"
-    model.save(str(folder))
-    return ModelRef(folder, "keras"), model.predict(X, verbose=0)
 
 
 def _inverse(values):
@@ -197,7 +179,7 @@ def test_converter_error_text_is_parsed():
 def test_qat_model_comes_out_int8(tmp_path):
     from converter.tf_env import keras, tfmot
 
-    qat = tfmot().quantization.keras.quantize_model(_conv_net(keras()))
+    qat = tfmot().quantization.keras.quantize_model(build_flat_conv())
     qat.save(str(tmp_path / "qat"))
     result = _export(ModelRef(tmp_path / "qat", "keras"), tmp_path / "out", quantization="int8")
     assert result.details["qat"] is True
