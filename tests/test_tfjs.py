@@ -189,6 +189,14 @@ def test_runner_survives_a_bad_request(conv_graph, conv):
     assert len(timing["latencies_ms"]) == 3 and all(ms > 0 for ms in timing["latencies_ms"])
 
 
+def test_a_hung_runner_is_killed_and_reported(conv_graph, conv, monkeypatch):
+    with open_runtime("tfjs-cpu", "tfjs_graph", conv_graph[0]) as runtime:
+        monkeypatch.setattr(tfjs_runtime, "CALL_TIMEOUT_S", 1.0)
+        with pytest.raises(ConversionError, match="runner .tfjs-cpu. exited"):
+            runtime.time([conv[1][:1]], {"warmup_runs": 1, "warmup_seconds": 0, "min_runs": 1, "min_seconds": 60,
+                                               "max_runs": 10**9, "max_seconds": 60})
+
+
 def test_missing_node_modules_is_a_dependency_error(conv_graph, tmp_path, monkeypatch):
     monkeypatch.setenv(tfjs_runtime.NODE_MODULES_ENV, str(tmp_path))
     with pytest.raises(DependencyError, match="npm ci --prefix"):

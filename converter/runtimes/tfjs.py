@@ -27,7 +27,10 @@ _PACKAGES = {"cpu": ("@tensorflow/tfjs",), "wasm": ("@tensorflow/tfjs", "@tensor
 _MODEL_TYPES = {"tfjs_graph": "graph", "tfjs_layers": "layers"}
 _WIRE_DTYPES = {"float32": np.float32, "int32": np.int32, "bool": np.bool_}
 _DEFAULT_SCHEDULE = {"warmup_runs": 10, "warmup_seconds": 1.0, "min_runs": 50, "min_seconds": 2.0,
-                     "max_runs": 1000, "max_seconds": 20.0}
+                     "max_runs": 100000, "max_seconds": 20.0}
+
+
+CALL_TIMEOUT_S = float(os.environ.get("CONVERT_TFJS_TIMEOUT", "900"))  # one load/run/time call, at most
 
 
 def find_node_modules(packages: tuple[str, ...] = _PACKAGES["wasm"]) -> Path:
@@ -168,6 +171,16 @@ class TfjsRuntime(Runtime):
     def _call(self, header: dict[str, Any], arrays: Optional[list[np.ndarray]] = None) -> tuple[dict[str, Any], list[np.ndarray]]:
         if self._proc is None:
             raise RuntimeError("TfjsRuntime: call load() first")
+        # a runner that hangs is killed, so the read below ends and reports how the runner ended
+        watchdog = threading.Timer(CALL_TIMEOUT_S, self._proc.kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            return self._exchange(header, arrays)
+        finally:
+            watchdog.cancel()
+
+    def _exchange(self, header: dict[str, Any], arrays: Optional[list[np.ndarray]]) -> tuple[dict[str, Any], list[np.ndarray]]:
         try:
             self._write(self._proc, header, arrays or [])
         except BrokenPipeError:
