@@ -1,4 +1,4 @@
-"""report.json (the contract in docs/report-format.md), manifest.json and report.md."""
+"""report.json (the contract in docs/report-format.md), manifest.json, report.md and report.html."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ MANIFEST_KEYS = ("name", "format", "quantization", "path", "files", "size_bytes"
 
 
 def build_report(engine: "Engine", reference: dict[str, Any], artifacts: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Assemble, verdict and write report.json, manifest.json and report.md; return the report."""
+    """Assemble and judge the report, write report.json, manifest.json, report.md and report.html; return it."""
     reference_size = next((a.get("size_bytes") for a in artifacts if a["format"] == "savedmodel"), None)
     for artifact in artifacts:
         artifact["failures"] = [r for e in artifact["evaluations"] for r in e["reasons"]]
