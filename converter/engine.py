@@ -54,6 +54,8 @@ class Engine:
         self._datasets: dict[str, Optional[Dataset]] = {}
         self._outputs: dict[tuple[str, str], np.ndarray] = {}
         self._forced: set[str] = set()  # entries already recomputed in this run under --force
+        self._fingerprints: dict[str, Optional[str]] = {}
+        self._machine: Optional[dict[str, Any]] = None
         self.cache_hits = 0
         self.computed = 0
 
@@ -68,9 +70,14 @@ class Engine:
             else:
                 index, stage = self._stage(name)
                 parent = self.model_id(self.recipe.stage_input(index))
-                self._ids[name] = make_id(stage.stage, stage.model_dump(mode="json"), parent,
-                                          fingerprint(self.recipe.data.train))
+                self._ids[name] = make_id(stage.stage, stage.model_dump(mode="json"), parent, self.data_fingerprint("train"))
         return self._ids[name]
+
+    def _forget_once_if_forced(self, entry: str) -> None:
+        """Under --force, drop a stored entry the first time this run meets it."""
+        if self.options.force and entry not in self._forced:
+            self.store.forget(entry)
+            self._forced.add(entry)
 
     def _stage(self, name: str):
         for index, stage in enumerate(self.recipe.pipeline):
@@ -82,7 +89,7 @@ class Engine:
         config = export.model_dump(mode="json", exclude={"name", "verify", "backends", "model"})
         parts: list[Any] = [config, self.model_id(self.recipe.export_model(export))]
         if getattr(export, "quantization", "none") in ("int8", "int16x8"):
-            parts.append(fingerprint(self.recipe.data.for_calibration()))
+            parts.append(self.data_fingerprint("calibration"))
         if export.format.startswith("tfjs"):  # model.json carries the build hash and class names
             parts += [self.loaded.build_hash(export.name), self.class_names()]
         return make_id(f"export-{export.format}", *parts)
@@ -93,9 +100,7 @@ class Engine:
         if name in self._models:
             return self._models[name]
         entry = self.model_id(name)
-        if self.options.force and entry not in self._forced:
-            self.store.forget(entry)
-            self._forced.add(entry)
+        self._forget_once_if_forced(entry)
         if not self.store.has(entry):
             self._compute_model(name, entry)
         else:
@@ -202,8 +207,14 @@ class Engine:
 
     def _data_key(self, what: str) -> Any:
         verify = self.recipe.verify
-        eval_spec = self.recipe.data.eval
-        return [what, fingerprint(eval_spec) if eval_spec else None, verify.parity_samples if what == "parity" else verify.limit]
+        return [what, self.data_fingerprint("eval"), verify.parity_samples if what == "parity" else verify.limit]
+
+    def data_fingerprint(self, role: str) -> Optional[str]:
+        """Hash of a dataset's spec and file contents, computed once per run (folders are read in full)."""
+        if role not in self._fingerprints:
+            spec = self.recipe.data.for_calibration() if role == "calibration" else getattr(self.recipe.data, role)
+            self._fingerprints[role] = fingerprint(spec) if spec is not None else None
+        return self._fingerprints[role]
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
@@ -241,9 +252,7 @@ class Engine:
             "path": f"artifacts/{export.name}", "model": model_name, "id": entry,
             "parents": self.lineage(model_name), "evaluations": [], "parity": [], "latency": [],
         }
-        if self.options.force and entry not in self._forced:
-            self.store.forget(entry)
-            self._forced.add(entry)
+        self._forget_once_if_forced(entry)
         if self.store.has(entry):
             self.cache_hits += 1
         else:
@@ -282,14 +291,13 @@ class Engine:
 
     def time_latency(self, export: ExportBase, entry: str, record: dict[str, Any]) -> None:
         """Latency rows per (backend, threads, batch), each measured in its own process, cached."""
-        from converter.benchmark.machine import fingerprint
         from converter.benchmark.measure import measure, plan
 
         schedule = self.schedule()
         wanted = self.options.benchmark if self.options.benchmark is not None else schedule.enabled
         if not wanted or record.get("error"):
             return
-        machine = fingerprint()
+        machine = self.machine()
         machine_key = {k: machine.get(k) for k in ("cpu_model", "cores", "versions")}
         backends = [b for b in self.backends(export) if not schedule.backends or b in schedule.backends]
         failed = {e["backend"] for e in record["evaluations"] if "error" in e}
@@ -308,6 +316,14 @@ class Engine:
                 self.cache_hits += 1
             row.pop("id", None)
             record["latency"].append(row)
+
+    def machine(self) -> dict[str, Any]:
+        """The machine's fingerprint (CPU, ISA flags, versions), taken once per run."""
+        if self._machine is None:
+            from converter.benchmark.machine import fingerprint as machine_fingerprint
+
+            self._machine = machine_fingerprint()
+        return self._machine
 
     def stages(self) -> list[dict[str, Any]]:
         """What each pipeline stage did (from the store: notes, details, seconds)."""

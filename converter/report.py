@@ -25,7 +25,6 @@ def build_report(engine: "Engine", reference: dict[str, Any], artifacts: list[di
         if reference_size and artifact.get("size_bytes"):
             artifact["size_ratio"] = artifact["size_bytes"] / reference_size
     from converter.benchmark.findings import findings
-    from converter.benchmark.machine import fingerprint
     from converter.reporting.html import render_html
     from converter.reporting.markdown import render_markdown
 
@@ -40,7 +39,7 @@ def build_report(engine: "Engine", reference: dict[str, Any], artifacts: list[di
         "warnings": engine.loaded.warnings,
         "run": {"seconds": round(seconds, 2), "cache_hits": engine.cache_hits, "computed": engine.computed},
         "versions": tool_versions(),
-        "machine": fingerprint(),
+        "machine": engine.machine(),
     }
     report["findings"] = findings(report)
     write_json(engine.out_dir / "report.json", report)
