@@ -39,7 +39,7 @@ from converter.exports.base import ExportContext
 from converter.model_ref import ModelRef
 from converter.recipe.schema import {spec_class}
 model = ModelRef(Path({model!r}), {kind!r})
-formats.exporter({fmt!r})(model, {spec_class}(name="bench", format={fmt!r}), Path({out!r}), ExportContext(recipe_hash="bench"))
+formats.exporter({fmt!r})(model, {spec_class}(name="bench", format={fmt!r}), Path({out!r}), ExportContext(build_id="t"))
 """
 
 RAW_EXPORT = {

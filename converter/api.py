@@ -2,10 +2,11 @@
 
     from converter import api
     report = api.run("recipes/mobilenet.yaml", overrides=["verify.limit=100"])
-    report.passed, report.artifacts[0]["evaluations"]
+    report.passed, report.artifact("tflite-int8")["evaluations"]
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
@@ -37,18 +38,50 @@ def validate(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = 
     return load_recipe(recipe, overrides)
 
 
-def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), out: Optional[Path] = None,
-        force: bool = False, evaluate: bool = True, benchmark: Optional[bool] = None,
-        benchmark_overrides: Optional[dict[str, Any]] = None,
-        log: Callable[[str], None] = lambda message: None) -> Report:
-    """Run a recipe end to end and return its report (artifacts under `out`, default runs/<name>)."""
-    from converter.engine import Engine, RunOptions
-    from converter.run_lock import hold
+def plan(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), evaluate: bool = True,
+         benchmark: Optional[bool] = None, benchmark_overrides: Optional[dict[str, Any]] = None):
+    """The steps a run of `recipe` would take (converter.plan.Plan), without importing TensorFlow."""
+    from converter.plan import PlanOptions, build_plan
 
     loaded = load_recipe(recipe, overrides)
-    options = RunOptions(out_dir=out, force=force, evaluate=evaluate, benchmark=benchmark,
-                         benchmark_overrides=benchmark_overrides or {}, log=log)
-    engine = Engine(loaded, options)
-    with hold(engine.out_dir):
-        data = engine.run()
-    return Report(data, engine.out_dir)
+    return build_plan(loaded, PlanOptions(evaluate, benchmark, dict(benchmark_overrides or {})))
+
+
+def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), out: Optional[Path] = None,
+        force: bool = False, evaluate: bool = True, benchmark: Optional[bool] = None,
+        benchmark_overrides: Optional[dict[str, Any]] = None, cache_dir: Optional[Path] = None,
+        log: Callable[[str], None] = lambda message: None, events=None) -> Report:
+    """Run a recipe end to end and return its report (artifacts under `out`, default runs/<name>).
+
+    Steps are cached in `cache_dir` (default: $CONVERT_CACHE_DIR, else ~/.cache/convert), shared by every recipe.
+    """
+    from converter.assemble import assemble
+    from converter.benchmark.machine import fingerprint
+    from converter.executor import LocalExecutor
+    from converter.plan import PlanOptions, build_plan
+    from converter.progress import LogEvents
+    from converter.reporting.html import render_html
+    from converter.reporting.markdown import render_markdown
+    from converter.run_folder import RunFolder
+    from converter.run_lock import hold
+    from converter.store import Store, default_root
+
+    started = time.perf_counter()
+    loaded = load_recipe(recipe, overrides)
+    out_dir = Path(out or Path("runs") / loaded.recipe.name).absolute()
+    folder = RunFolder(out_dir)
+    folder.claim()
+    with hold(out_dir):
+        plan_ = build_plan(loaded, PlanOptions(evaluate, benchmark, dict(benchmark_overrides or {})))
+        store = Store(Path(cache_dir) if cache_dir else default_root())
+        executor = LocalExecutor(store, force, events or LogEvents(log))
+        outcomes = executor.run(plan_, list(plan_.steps))
+        counts = {"cache_hits": sum(o.cached for o in outcomes.values()),
+                  "computed": sum(not o.cached and not (o.error or "").startswith("not run:") for o in outcomes.values()),
+                  "cache_dir": str(store.root)}
+        result = assemble(loaded, plan_, outcomes, time.perf_counter() - started, fingerprint(), counts)
+        report = result.to_json()
+        artifacts = {export.spec.name: outcomes[export.export.id].entry.path / "artifact" for export in plan_.exports
+                     if outcomes[export.export.id].entry is not None}
+        folder.publish(report, artifacts, {"report.md": render_markdown, "report.html": render_html})
+    return Report(report, out_dir)

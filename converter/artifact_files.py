@@ -1,11 +1,8 @@
-"""Artifact files on disk: sizes, gzip sizes, hashes, and putting a finished artifact in place atomically."""
+"""Artifact files on disk: sizes, gzip sizes and hashes."""
 from __future__ import annotations
 
 import gzip
 import hashlib
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +30,3 @@ def describe_files(folder: Path) -> dict[str, Any]:
         "gzip_bytes": sum(f["gzip_bytes"] for f in files),
         "sha256": overall.hexdigest(),
     }
-
-
-def place(source: Path, target: Path) -> None:
-    """Make `target` a copy of `source` (hard links where possible), replacing it atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-
-    def link(src: str, dst: str) -> None:
-        try:
-            os.link(src, dst)
-        except OSError:
-            shutil.copy2(src, dst)
-
-    try:
-        shutil.copytree(source, tmp, copy_function=link, ignore=shutil.ignore_patterns(META))
-        old = None
-        if target.exists():
-            old = target.parent / f".old-{target.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-        os.replace(tmp, target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def remove_stale(artifacts_dir: Path, keep: set[str]) -> None:
-    """Drop artifact folders the recipe no longer names, and leftovers of interrupted runs."""
-    if not artifacts_dir.exists():
-        return
-    for child in artifacts_dir.iterdir():
-        if child.name.startswith((".tmp-", ".old-")) or (child.is_dir() and child.name not in keep):
-            shutil.rmtree(child, ignore_errors=True)

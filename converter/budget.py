@@ -1,7 +1,8 @@
-"""Turn metrics and a budget into a verdict with reasons that carry the numbers."""
+"""Turn metrics and a budget into failures that carry the numbers."""
 from __future__ import annotations
 
 from converter.recipe.schema import Budget
+from converter.records import Failure
 
 # budget key -> (metric, comparison); "max" means the metric must not exceed the budget
 CHECKS = {
@@ -20,9 +21,9 @@ def active(budget: Budget) -> dict[str, float]:
     return {key: value for key, value in budget.model_dump().items() if value is not None}
 
 
-def failures(metrics: dict[str, float], budget: Budget, artifact: str, backend: str) -> list[str]:
-    """One message per broken budget entry, naming artifact, backend, metric, budget and measured value."""
-    reasons = []
+def failures(metrics: dict[str, float], budget: Budget, artifact: str, backend: str) -> list[Failure]:
+    """One failure per broken budget entry, naming artifact, backend, metric, budget and measured value."""
+    found = []
     for key, limit in active(budget).items():
         metric, kind = CHECKS[key]
         if metric not in metrics:
@@ -31,5 +32,7 @@ def failures(metrics: dict[str, float], budget: Budget, artifact: str, backend: 
         broken = value > limit + 1e-12 if kind == "max" else value < limit - 1e-12
         if broken:
             sign = ">" if kind == "max" else "<"
-            reasons.append(f"{artifact} on {backend}: {metric} {value:.4g} {sign} budget {key} {limit:g}")
-    return reasons
+            found.append(Failure(artifact, backend, "budget",
+                                 f"{artifact} on {backend}: {metric} {value:.4g} {sign} budget {key} {limit:g}",
+                                 metric, limit, value))
+    return found

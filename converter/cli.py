@@ -1,5 +1,6 @@
 """The `convert` command. The only place that turns exceptions into exit codes:
-0 all good, 1 a verification budget failed, 2 a user error (one `error:` line), other: internal error."""
+0 every artifact passed, 1 a verification budget failed, 2 a user error (one `error:` line per problem),
+3 an internal error (its traceback, and a line saying that it is a bug)."""
 from __future__ import annotations
 
 import json
@@ -13,19 +14,39 @@ import typer
 from converter.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Convert a TensorFlow model through a YAML recipe to TF.js, TFLite and ONNX; verify and time every artifact.")
 
 RecipeArg = typer.Argument(..., help="Recipe YAML file.")
 SetOpt = typer.Option([], "--set", help="Override a recipe value: key.path=value (repeatable).")
 DebugOpt = typer.Option(False, "--debug", help="Show tracebacks for user errors too.")
+CacheOpt = typer.Option(None, "--cache-dir", envvar="CONVERT_CACHE_DIR",
+                        help="Step cache shared by every recipe (default ~/.cache/convert).")
+EXIT_FAILED, EXIT_USER, EXIT_BUG = 1, 2, 3
+
+
+def _version(value: bool) -> None:
+    if value:
+        from converter.versions import package_version
+
+        typer.echo(f"convert {package_version('convert')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Convert a TensorFlow model through a YAML recipe to TF.js, TFLite and ONNX; verify and time every artifact."""
 
 
 def _fail(exc: BaseException, debug: bool) -> None:
+    """A user error: one `error:` line per problem (exit 2); anything else propagates to main() (exit 3)."""
     if isinstance(exc, UserError):
         if debug:
             traceback.print_exception(exc)
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+        for problem in getattr(exc, "problems", None) or [exc]:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_USER)
     raise exc
 
 
@@ -45,11 +66,29 @@ def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = D
 
 
 @app.command()
+def plan(recipe: Path = RecipeArg, set_: List[str] = SetOpt, cache_dir: Optional[Path] = CacheOpt,
+         no_verify: bool = typer.Option(False, "--no-verify", help="Plan without evaluation on the eval data."),
+         no_benchmark: bool = typer.Option(False, "--no-benchmark", help="Plan without latency measurement."),
+         debug: bool = DebugOpt) -> None:
+    """Show the steps a run would take as a tree, marking those already cached (a dry run; no TensorFlow)."""
+    from converter.api import plan as make_plan
+    from converter.plan_view import render_plan
+    from converter.store import Store, default_root
+
+    try:
+        steps = make_plan(recipe, set_, evaluate=not no_verify, benchmark=False if no_benchmark else None)
+    except UserError as exc:
+        _fail(exc, debug)
+    typer.echo(render_plan(steps, Store(cache_dir or default_root())), nl=False)
+
+
+@app.command()
 def run(
     recipe: Path = RecipeArg,
     set_: List[str] = SetOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<name>)."),
-    force: bool = typer.Option(False, "--force", help="Recompute everything, ignoring the cache."),
+    cache_dir: Optional[Path] = CacheOpt,
+    force: bool = typer.Option(False, "--force", help="Recompute every step, ignoring the cache."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip evaluation on the eval data (parity checks still run)."),
     no_benchmark: bool = typer.Option(False, "--no-benchmark", help="Skip latency measurement."),
     quick: bool = typer.Option(False, "--quick", help="Short latency schedule."),
@@ -68,7 +107,7 @@ def run(
         schedule = {"warmup_runs": 50, "warmup_seconds": 3.0, "min_runs": 500, "min_seconds": 10.0, "max_runs": 10000, "max_seconds": 60.0}
     try:
         with ProgressLog() as progress:
-            report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify,
+            report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify, cache_dir=cache_dir,
                              benchmark=False if no_benchmark else None, benchmark_overrides=schedule, log=progress.log)
     except UserError as exc:
         _fail(exc, debug)
@@ -85,7 +124,36 @@ def run(
     typer.echo(line)
     if summary_file:
         summary_file.write_text(line + "\n")
-    raise typer.Exit(0 if report.passed else 1)
+    raise typer.Exit(0 if report.passed else EXIT_FAILED)
+
+
+cache_app = typer.Typer(help="Inspect and prune the step cache shared by every recipe.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: Optional[Path] = CacheOpt) -> None:
+    """Where the cache is, and its entries and bytes by step kind."""
+    from converter.cache_admin import info
+    from converter.store import Store, default_root
+
+    typer.echo(info(Store(cache_dir or default_root())), nl=False)
+
+
+@cache_app.command("prune")
+def cache_prune(cache_dir: Optional[Path] = CacheOpt,
+                older_than_days: Optional[float] = typer.Option(None, "--older-than-days", help="Remove entries not used for this many days."),
+                max_size: Optional[str] = typer.Option(None, "--max-size", help="Remove the least recently used entries until the cache fits, e.g. 5GB."),
+                all_: bool = typer.Option(False, "--all", help="Remove every entry."),
+                debug: bool = DebugOpt) -> None:
+    """Remove cache entries: all, those unused for N days, or the least recently used beyond a size."""
+    from converter.cache_admin import prune
+    from converter.store import Store, default_root
+
+    try:
+        typer.echo(prune(Store(cache_dir or default_root()), older_than_days, max_size, all_))
+    except UserError as exc:
+        _fail(exc, debug)
 
 
 @app.command()
@@ -125,6 +193,13 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception:  # a bug: never reported as a failed budget or a user error
+        traceback.print_exc()
+        from converter.versions import package_version
+
+        typer.echo(f"internal error: this is a bug in convert {package_version('convert')}, not a problem with your "
+                   "recipe; please report it with the traceback above", err=True)
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

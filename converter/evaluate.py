@@ -1,14 +1,12 @@
-"""Run an artifact in its own runtime: the parity check against its source model, and the evaluation."""
+"""Running an artifact over inputs, and judging its parity against its source model."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
 from converter import formats, metrics
-from converter.data.dataset import Dataset
-from converter.errors import ConversionError
+from converter.records import Failure, Parity
 
 
 def run_batches(runtime, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -24,41 +22,19 @@ def parity_measurement(output: np.ndarray, source_output: np.ndarray, backend: s
             "max_abs_diff": measured["max_abs_diff"], "cosine": measured["cosine"]}
 
 
-def parity_verdict(measured: dict[str, Any], fmt: str, quantization: str, artifact: str) -> dict[str, Any]:
+def parity_verdict(measured: dict[str, Any], fmt: str, quantization: str, artifact: str) -> tuple[Parity, list[Failure]]:
     """Judge a parity measurement against the format's declared tolerance."""
     tol = formats.tolerance(fmt, quantization)
     backend = measured["backend"]
-    reasons = []
+    found = []
     if tol.max_abs_diff is not None and measured["max_abs_diff"] > tol.max_abs_diff:
-        reasons.append(f"{artifact} on {backend}: parity max_abs_diff {measured['max_abs_diff']:.3g} > tolerance {tol.max_abs_diff:g}")
+        found.append(Failure(artifact, backend, "parity", f"{artifact} on {backend}: parity max_abs_diff "
+                             f"{measured['max_abs_diff']:.3g} > tolerance {tol.max_abs_diff:g}",
+                             "max_abs_diff", tol.max_abs_diff, measured["max_abs_diff"]))
     if measured["cosine"] < tol.min_cosine:
-        reasons.append(f"{artifact} on {backend}: parity cosine {measured['cosine']:.6f} < tolerance {tol.min_cosine:g}")
-    return {**measured, "tolerance": {"max_abs_diff": tol.max_abs_diff, "min_cosine": tol.min_cosine},
-            "passed": not reasons, "reasons": reasons}
-
-
-def check_backend(artifact_dir: Path, fmt: str, backend: str, artifact: str,
-                  parity_inputs: Optional[np.ndarray], source_output: Optional[np.ndarray],
-                  eval_data: Optional[Dataset], reference_output: Optional[np.ndarray],
-                  reference_labels: Optional[dict[str, float]], batch_size: int) -> dict[str, Any]:
-    """Load the artifact once on `backend`; run the parity check and/or the evaluation that are asked for."""
-    result: dict[str, Any] = {"backend": backend}
-    try:
-        runtime = formats.open_runtime(backend, fmt, artifact_dir)
-        runtime.load()
-    except ConversionError as exc:
-        result["error"] = f"{artifact} does not load in {backend}: {exc}"
-        return result
-    try:
-        result["runtime"] = runtime.describe()
-        if parity_inputs is not None:
-            output = run_batches(runtime, parity_inputs, len(parity_inputs))
-            result["parity"] = parity_measurement(output, source_output, backend)
-        if eval_data is not None:
-            output = run_batches(runtime, eval_data.x, batch_size)
-            result["metrics"] = metrics.compare(output, reference_output, eval_data.y, reference_labels)
-    except ConversionError as exc:
-        result["error"] = f"{artifact} fails to run in {backend}: {exc}"
-    finally:
-        runtime.close()
-    return result
+        found.append(Failure(artifact, backend, "parity", f"{artifact} on {backend}: parity cosine "
+                             f"{measured['cosine']:.6f} < tolerance {tol.min_cosine:g}",
+                             "cosine", tol.min_cosine, measured["cosine"]))
+    parity = Parity(backend, measured["samples"], measured["max_abs_diff"], measured["cosine"],
+                    {"max_abs_diff": tol.max_abs_diff, "min_cosine": tol.min_cosine}, not found, [str(f) for f in found])
+    return parity, found

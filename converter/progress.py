@@ -2,9 +2,27 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from rich.console import Console
 from rich.markup import escape
+
+
+class LogEvents:
+    """Executor events as log lines: the plan's size, each step's own messages, and every failure."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+
+    def planned(self, steps, cached) -> None:
+        self.log(f"{len(steps)} steps, {len(cached)} cached")
+
+    def started(self, step) -> None:
+        pass
+
+    def finished(self, outcome) -> None:
+        if outcome.error and not outcome.error.startswith("not run:"):
+            self.log(f"{outcome.step.label}: FAILED: {outcome.error}")
 
 
 class ProgressLog:

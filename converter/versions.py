@@ -10,13 +10,17 @@ PACKAGES = ("convert", "tensorflow", "tf-keras", "tensorflowjs", "tensorflow-mod
             "onnx", "onnxruntime", "ai-edge-litert", "numpy")
 
 
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
+        versions[name] = package_version(name)
     package = Path(__file__).parent / "runtimes" / "js" / "node_modules" / "@tensorflow" / "tfjs" / "package.json"
     if package.exists():
         versions["@tensorflow/tfjs"] = json.loads(package.read_text())["version"]

@@ -88,6 +88,13 @@ def models_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Every test gets an empty step cache of its own (CONVERT_CACHE_DIR), also for the CLI it starts."""
+    monkeypatch.setenv("CONVERT_CACHE_DIR", str(tmp_path / "convert-cache"))
+    return tmp_path / "convert-cache"
+
+
 @pytest.fixture
 def write_recipe(tmp_path):
     """write_recipe(dict or yaml text, name='recipe.yaml') -> path of a recipe file in tmp_path."""

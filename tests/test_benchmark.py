@@ -112,11 +112,13 @@ def test_schedule_rejects_bad_values():
         Schedule.from_recipe(BenchmarkSection(threads=[0, 2]))
 
 
-def test_plan_times_tfjs_cpu_once_and_respects_backends():
+def test_plan_times_single_threaded_backends_once_and_respects_backends():
+    # TF.js cpu is single-threaded JavaScript, and TF.js wasm in Node.js has no thread support: a "4 threads" row
+    # would time the same thing again
     schedule = Schedule(timing=Timing(), threads=(1, 4), batch_sizes=(1, 8))
-    assert plan(["tfjs-cpu", "tfjs-wasm"], schedule) == [
-        ("tfjs-cpu", 1, 1), ("tfjs-cpu", 1, 8),
-        ("tfjs-wasm", 1, 1), ("tfjs-wasm", 1, 8), ("tfjs-wasm", 4, 1), ("tfjs-wasm", 4, 8)]
+    assert plan(["tfjs-cpu", "tfjs-wasm", "tflite"], schedule) == [
+        ("tfjs-cpu", 1, 1), ("tfjs-cpu", 1, 8), ("tfjs-wasm", 1, 1), ("tfjs-wasm", 1, 8),
+        ("tflite", 1, 1), ("tflite", 1, 8), ("tflite", 4, 1), ("tflite", 4, 8)]
     only = Schedule(timing=Timing(), threads=(2,), backends=("tflite",))
     assert plan(["tf", "tflite"], only) == [("tflite", 2, 1)]
 
@@ -151,7 +153,7 @@ def artifacts(tmp_path_factory) -> Path:
     for spec in (TFLiteExport(name="t", format="tflite"), OnnxExport(name="o", format="onnx"),
                  TfjsGraphExport(name="g", format="tfjs_graph")):
         (folder / spec.format).mkdir()
-        formats.exporter(spec.format)(ref, spec, folder / spec.format, ExportContext(recipe_hash="test"))
+        formats.exporter(spec.format)(ref, spec, folder / spec.format, ExportContext(build_id="t"))
     return folder
 
 
@@ -173,10 +175,26 @@ def test_every_backend_produces_a_latency_row(artifacts, fmt, backend):
     assert row["runtime"]["backend"] == backend
     assert row["runtime"]["settings"][THREAD_SETTING[backend]] == 2  # the thread count really passed to the runtime
     assert row["timed_in"] == ("node" if backend.startswith("tfjs") else "python")
+    assert row["peak_rss_of"] == row["timed_in"].replace("python", "worker")
     if backend == "tfjs-wasm":
         assert "simd" in row["runtime"]["settings"]
         if not row["runtime"]["settings"].get("multithread_supported"):
             assert any("1 in force" in note for note in row["notes"])
+
+
+def test_each_worker_reports_its_own_peak_memory(artifacts):
+    """getrusage's ru_maxrss is inherited through fork and exec: a LiteRT worker started from this process (which
+    holds TensorFlow, hundreds of MiB) used to report this process's peak. VmHWM is the worker's own."""
+    from converter.benchmark.load import peak_rss_mb
+    from converter.tf_env import tf
+
+    tf().constant(1.0)  # this process holds TensorFlow
+    sample = np.zeros((1, 8, 8, 3), np.float32)
+    parent = peak_rss_mb()
+    lite = measure(artifacts / "tflite", "tflite", "tflite", threads=1, batch=1, schedule=TINY, sample=sample)
+    full = measure(artifacts / "savedmodel", "savedmodel", "tf", threads=1, batch=1, schedule=TINY, sample=sample)
+    assert parent > 300 and full["peak_rss_mb"] > 300  # TensorFlow itself
+    assert lite["peak_rss_mb"] < min(parent, full["peak_rss_mb"]) / 3
 
 
 def test_a_broken_artifact_gives_an_error_row(tmp_path):

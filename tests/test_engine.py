@@ -70,7 +70,7 @@ def test_changed_budget_reuses_every_measurement(models_dir, tmp_path):
 def test_interrupted_entry_is_never_taken_as_done(tmp_path):
     store = Store(tmp_path / "cache")
     with pytest.raises(KeyboardInterrupt):
-        with store.create("export-x") as (folder, meta):
+        with store.create("export-x", {}) as (folder, record):
             (folder / "half-written.bin").write_bytes(b"...")
             raise KeyboardInterrupt
     assert not store.has("export-x")
@@ -172,7 +172,12 @@ def test_latency_rows_are_measured_cached_and_rendered(models_dir, tmp_path):
     assert all("load_ms" in r and "peak_rss_mb" in r for r in rows)
     second = api.run(recipe, out=tmp_path / "run", benchmark_overrides=quick)
     assert [(r["backend"], r["threads"], r["batch"]) for r in first.artifact("tfl")["latency"]] == [("tflite", 1, 1), ("tflite", 1, 4)]
-    assert second.data["run"]["computed"] == 0 and second.artifacts[0]["latency"] == rows
+    # a row timed on a quiet machine is reused as it was; one timed while other processes took the cores is not
+    # cached (it is measured again), so this holds whatever else the machine was doing
+    noisy = sum(r["noisy"] for a in first.artifacts for r in a["latency"])
+    assert second.data["run"]["computed"] == noisy
+    for before, after in zip(rows, second.artifacts[0]["latency"]):
+        assert after == before or before["noisy"]
     html = (tmp_path / "run" / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html
     assert first.data["machine"]["cores"] >= 1

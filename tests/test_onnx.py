@@ -15,7 +15,7 @@ from converter.model_ref import ModelRef
 from converter.recipe.schema import OnnxExport
 from converter.runtimes.onnx_runtime import OnnxRuntime
 
-CTX = ExportContext(recipe_hash="t", calibration=lambda n: X[:n])
+CTX = ExportContext(build_id="t", calibration=lambda n: X[:n])
 
 
 def _erfc(values):

@@ -17,7 +17,7 @@ from converter.model_ref import ModelRef
 from converter.recipe.schema import Quantize, TfjsGraphExport, TfjsLayersExport
 from converter.runtimes import tfjs as tfjs_runtime
 
-CTX = ExportContext(recipe_hash="hash123", class_names=["a", "b", "c", "d", "e"])
+CTX = ExportContext(build_id="hash123", class_names=["a", "b", "c", "d", "e"])
 BACKENDS = ("tfjs-cpu", "tfjs-wasm")
 
 
@@ -91,7 +91,7 @@ def test_graph_round_trip_matches_keras(conv, conv_graph, backend):
 
 def test_metadata_comes_through_tfjs(conv_graph, conv):
     _, runtime = _run(conv_graph[0], "tfjs_graph", "tfjs-cpu", conv[1])
-    assert runtime.user_metadata == {"convert": {"recipe_hash": "hash123", "class_names": ["a", "b", "c", "d", "e"]}}
+    assert runtime.user_metadata == {"convert": {"build_id": "hash123", "class_names": ["a", "b", "c", "d", "e"]}}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -105,7 +105,7 @@ def test_layers_keepdims_pooling_is_repaired_and_matches_keras(conv, tmp_path, b
     assert layers[names.index("conv_preds")]["inbound_nodes"] == [[["gap_keepdims", 0, 0, {}]]]
     out, runtime = _run(tmp_path, "tfjs_layers", backend, x)
     assert np.abs(out - expected).max() <= tolerance("tfjs_layers", "none").max_abs_diff
-    assert runtime.user_metadata["convert"]["recipe_hash"] == "hash123"
+    assert runtime.user_metadata["convert"]["build_id"] == "hash123"
 
 
 def test_unrepaired_keepdims_topology_fails_in_tfjs(conv, tmp_path, monkeypatch):
@@ -141,7 +141,7 @@ def test_uint8_everywhere_quantizes_every_float_weight(dense, tmp_path):
 
 def test_quantize_glob_restricts_to_matching_nodes(dense, tmp_path):
     warnings: list[str] = []
-    ctx = ExportContext(recipe_hash="h", warn=warnings.append)
+    ctx = ExportContext(build_id="t", warn=warnings.append)
     spec = TfjsGraphExport(name="g", format="tfjs_graph", quantize=Quantize(uint8=["*head*"], float16=["*nothing*"]))
     result = tfjs_export.export_graph(dense[0], spec, tmp_path, ctx)
     quantized = {w["name"]: w.get("quantization", {}).get("dtype") for group in _manifest(tmp_path) for w in group["weights"]}

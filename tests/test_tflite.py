@@ -16,7 +16,7 @@ from converter.model_ref import ModelRef
 from converter.recipe.schema import TFLiteExport
 from converter.runtimes.tflite_runtime import TFLiteRuntime, dequantize, quantize
 
-CTX = ExportContext(recipe_hash="t", calibration=lambda n: X[:n])
+CTX = ExportContext(build_id="t", calibration=lambda n: X[:n])
 
 
 def _inverse(values):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from converter.formats import family
+
 # (format, quantization) expected to run faster than the float artifact of the same format
 _HINTS = {
     ("tflite", "int8"): "full-integer kernels usually win; on a small model the quantize/dequantize at the edges, "
@@ -17,11 +19,6 @@ _HINTS = {
                               "(DynamicQuantizeLinear), and ConvInteger has no fast CPU kernel",
 }
 WASM_EXPECTED_SPEEDUP = 3.0
-
-
-def family(fmt: str) -> str:
-    """The format family: tfjs_graph and tfjs_layers are both 'tfjs'."""
-    return "tfjs" if fmt.startswith("tfjs") else fmt
 
 
 def float_sibling(artifact: dict[str, Any], artifacts: list[dict[str, Any]],
@@ -36,8 +33,9 @@ def float_sibling(artifact: dict[str, Any], artifacts: list[dict[str, Any]],
 
 
 def timed_rows(artifact: dict[str, Any]) -> list[dict[str, Any]]:
-    """The artifact's latency rows that carry a measurement (not an error)."""
-    return [r for r in artifact.get("latency", []) if "error" not in r and r.get("p50_ms") is not None]
+    """The artifact's latency rows that carry a trustworthy measurement: no error, not taken on a busy machine."""
+    return [r for r in artifact.get("latency", [])
+            if "error" not in r and r.get("p50_ms") is not None and not r.get("noisy")]
 
 
 def matching_row(artifact: dict[str, Any], backend: str, threads: int, batch: int) -> Optional[dict[str, Any]]:

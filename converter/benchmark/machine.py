@@ -33,6 +33,12 @@ def fingerprint() -> dict[str, Any]:
     }
 
 
+def cpu_key() -> dict[str, Any]:
+    """What makes a latency row belong to this machine: the CPU model and the core count."""
+    cpu = _cpuinfo()
+    return {"cpu_model": cpu.get("model name") or platform.processor() or platform.machine(), "cores": os.cpu_count()}
+
+
 def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     """The first processor's entries of /proc/cpuinfo (empty off Linux)."""
     try:

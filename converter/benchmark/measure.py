@@ -13,16 +13,14 @@ import numpy as np
 
 from converter.benchmark.schedule import Schedule, Timing
 
-# Backends whose speed does not depend on a thread count: timed once, at 1 thread.
-SINGLE_THREADED = ("tfjs-cpu",)
-
-
 def plan(backends: list[str], schedule: Schedule) -> list[tuple[str, int, int]]:
     """(backend, threads, batch) to measure for an artifact, in order; backends outside schedule.backends are left out."""
+    from converter.backends import BACKENDS
+
     chosen = [b for b in backends if schedule.backends is None or b in schedule.backends]
     return [(backend, threads, batch)
             for backend in chosen
-            for threads in ((1,) if backend in SINGLE_THREADED else schedule.threads)
+            for threads in ((1,) if BACKENDS[backend].single_threaded else schedule.threads)
             for batch in schedule.batch_sizes]
 
 
@@ -40,8 +38,10 @@ def measure(artifact_dir: Path, fmt: str, backend: str, threads: int, batch: int
     """Latency row of one artifact on one backend, measured by `python -m converter.benchmark.worker`.
 
     The row: backend, threads, batch, p50/p90/p99/mean/std/min/max_ms, n, warmup_runs, import_ms
-    (the runtime library; None for TF.js), load_ms (the model; inside Node for TF.js), first_inference_ms, peak_rss_mb (of the process running the model), timed_in, runtime (the
-    adapter's describe()) and notes; or backend, threads, batch and `error` when it could not be timed.
+    (the runtime library; None for TF.js), load_ms (the model; inside Node for TF.js), first_inference_ms,
+    peak_rss_mb (the own peak of the process running the model), timed_in, runtime (the adapter's describe()),
+    machine_load and noisy (see converter.benchmark.load), throughput_per_s (batch > 1) and notes; or backend,
+    threads, batch and `error` when it could not be timed.
     """
     timing = schedule.timing if isinstance(schedule, Schedule) else schedule
     head = {"backend": backend, "threads": threads, "batch": batch}

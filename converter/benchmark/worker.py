@@ -2,14 +2,14 @@
 
 The spec (written by converter.benchmark.measure) names the artifact, format, backend, thread count,
 the timing limits, the .npy file holding the fixed timed input and the JSON file to write the row
-to. Only the runtime under test is imported, so the peak memory is that runtime's. Every failure is
+to. Only the runtime under test is imported; the peak memory is this process's own (or, for a runtime that
+runs in a process of its own, that process's), never the parent's. Every failure is
 written as {"error": "..."}; the exit code is 0 whenever a row (or an error row) was written.
 """
 from __future__ import annotations
 
 import importlib
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from converter.benchmark.load import contention, noise_reasons, peak_rss_mb, sample
 from converter.benchmark.schedule import Timing, run_timing
 from converter.benchmark.stats import summarize
 
@@ -26,21 +27,15 @@ _LIBRARIES = {"tf": "converter.tf_env", "tflite": "ai_edge_litert.interpreter", 
 _FIRST_ONLY = {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "max_runs": 1, "max_seconds": 3600.0}
 
 
-def peak_rss_mb(children: bool = False) -> float:
-    """Peak resident memory of this process (or of its largest finished child), in MiB."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return usage.ru_maxrss * scale / (1024 * 1024)
-
-
 def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the artifact, time its first inference, then run the timing loop; return the latency row."""
-    from converter.formats import open_runtime
+    from converter.backends import BACKENDS, open_runtime
 
     backend = spec["backend"]
     x = np.load(spec["input"])
     timing = Timing(**spec["timing"])
-    in_node = backend.startswith("tfjs-")
+    timed_in = BACKENDS[backend].timed_in
+    inside = timed_in != "python"
     runtime = open_runtime(backend, spec["fmt"], Path(spec["artifact_dir"]), spec["threads"])
     import_ms = import_library(backend)
     started = time.perf_counter()
@@ -48,29 +43,43 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     load_ms = (time.perf_counter() - started) * 1000.0
     try:
         description = runtime.describe()
-        if in_node:  # timed inside Node: no inter-process traffic in the timings
+        if inside:  # timed inside the runtime's own process: no inter-process traffic in the timings
             first_ms = runtime.time([x], _FIRST_ONLY)["latencies_ms"][0]
+            before = sample()
             timed = runtime.time([x], timing.as_dict())
+            after = sample()
             load_ms = runtime.info.get("load_ms", load_ms)
+            peak, peak_of = timed.get("peak_rss_mb"), timed_in
         else:
             started = time.perf_counter()
             runtime.run([x])
             first_ms = (time.perf_counter() - started) * 1000.0
+            before = sample()
             timed = run_timing(lambda: runtime.run([x]), timing)
+            after = sample()
+            peak, peak_of = peak_rss_mb(), "worker"
     finally:
-        runtime.close()  # for TF.js this waits for Node to exit, so RUSAGE_CHILDREN covers it
-    return {
+        runtime.close()
+    row = {
         **summarize(timed["latencies_ms"]),
         "warmup_runs": timed["warmup_runs"],
         "import_ms": import_ms,
         "load_ms": load_ms,
         "first_inference_ms": first_ms,
-        "peak_rss_mb": peak_rss_mb(children=in_node),
-        "peak_rss_of": "node" if in_node else "worker",
-        "timed_in": "node" if in_node else "python",
+        "peak_rss_mb": peak,
+        "peak_rss_of": peak_of,
+        "timed_in": timed_in,
         "runtime": description,
         "notes": thread_notes(backend, spec["threads"], description),
     }
+    row["machine_load"] = contention(before, after)
+    reasons = noise_reasons(row, row["machine_load"], spec["threads"])
+    row["noisy"] = bool(reasons)
+    if reasons:
+        row["notes"].append("noisy: " + "; ".join(reasons) + ": kept out of findings and not cached")
+    if spec["batch"] > 1:
+        row["throughput_per_s"] = spec["batch"] * 1000.0 / row["p50_ms"]
+    return row
 
 
 def import_library(backend: str) -> float | None:
@@ -88,7 +97,10 @@ def thread_notes(backend: str, threads: int, description: dict[str, Any]) -> lis
     """Say where the thread count asked for is not the one in force."""
     settings = description.get("settings") or {}
     if backend == "tfjs-cpu":
-        return ["the TF.js cpu backend is single-threaded JavaScript: the thread count does not apply"]
+        return ["the TF.js cpu backend is single-threaded JavaScript: timed at 1 thread only"]
+    if backend == "tfjs-wasm" and not settings.get("multithread_supported"):
+        return [f"{threads} thread(s) asked, {settings.get('threads', 1)} in force: TF.js wasm in Node.js has no "
+                "multithread support (WASM_HAS_MULTITHREAD_SUPPORT false), so it is timed at 1 thread only"]
     if backend == "tfjs-wasm" and settings.get("threads", 1) < threads:
         why = ("this wasm build has no multithread support in Node (WASM_HAS_MULTITHREAD_SUPPORT false)"
                if not settings.get("multithread_supported") else "the wasm backend started fewer threads")

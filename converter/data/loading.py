@@ -143,14 +143,30 @@ def check_shape(dataset: Dataset, input_shape: Sequence[Optional[int]], where: s
 
 
 def fingerprint(spec: DatasetSpec) -> str:
-    """Hash of the dataset's spec and input file contents, for cache ids."""
-    digest = hashlib.sha256(json.dumps(spec.model_dump(mode="json"), sort_keys=True).encode())
+    """Hash of the dataset's spec (without where its files are) and of its files' names and contents, for cache
+    ids; memoized per process by spec, file sizes and modification times."""
+    try:
+        return _fingerprint(spec)
+    except OSError as exc:
+        raise DataError(f"{exc.filename or spec.path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _fingerprint(spec: DatasetSpec) -> str:
     paths: list[Path] = []
     if spec.source == "folder":
         paths = sorted(p for p in spec.path.rglob("*") if p.is_file())
     elif spec.source == "arrays":
         paths = [spec.path] + ([spec.labels_path] if spec.labels_path else [])
-    for path in paths:
-        digest.update(str(path.relative_to(spec.path) if spec.source == "folder" else path.name).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    described = spec.model_dump(mode="json", exclude={"path", "labels_path"})
+    key = json.dumps([spec.model_dump(mode="json"), [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]],
+                     sort_keys=True)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+        for path in paths:
+            digest.update(str(path.relative_to(spec.path) if spec.source == "folder" else path.name).encode())
+            digest.update(path.read_bytes())
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""What every exporter receives and returns, and the tolerance it declares for its parity check."""
+"""What every exporter receives and returns."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,19 +8,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    """Parity tolerance of an artifact against its source model on the same inputs."""
-
-    max_abs_diff: Optional[float]
-    min_cosine: float
-
-
 @dataclass
 class ExportContext:
     """Everything an exporter may need besides the model and its own options."""
 
-    recipe_hash: str
+    build_id: str = ""  # the export step's content id, written into artifacts that carry metadata (TF.js)
     class_names: Optional[list[str]] = None
     # calibration(n) -> up to n preprocessed samples (N, ...) drawn from the recipe's calibration data
     calibration: Optional[Callable[[int], np.ndarray]] = None

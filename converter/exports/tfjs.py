@@ -235,7 +235,7 @@ def _raise_quantization_conflict(err: ValueError, export_name: str) -> None:
 
 
 def _metadata(ctx: ExportContext) -> dict[str, Any]:
-    return {"convert": {"recipe_hash": ctx.recipe_hash, "class_names": ctx.class_names}}
+    return {"convert": {"build_id": ctx.build_id, "class_names": ctx.class_names}}
 
 
 def _result(out_dir: Path, quantize: Optional[Quantize], ctx: ExportContext) -> ExportResult:

@@ -64,6 +64,40 @@ def find_node() -> str:
     return node
 
 
+def probe() -> None:
+    """Raise DependencyError (with the install command) when Node.js or the TF.js packages are missing."""
+    find_node()
+    find_node_modules()
+
+
+def runner_versions() -> dict[str, str]:
+    """The TF.js and Node.js versions the runner really loads, from its own describe reply."""
+    try:
+        probe()
+    except DependencyError:
+        return {"@tensorflow/tfjs": "unavailable"}
+    runtime = TfjsRuntime(Path("."), fmt="tfjs_graph", backend="wasm")
+    runtime.start()
+    try:
+        reply, _ = runtime._call({"cmd": "describe"})
+    except (_RunnerError, ConversionError):
+        return {"@tensorflow/tfjs": "unavailable"}
+    finally:
+        runtime.close()
+    return {"@tensorflow/tfjs": reply.get("tfjs_version", "unknown"), "node": reply.get("node_version", "unknown")}
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: ask Linux to kill it when its parent dies (no orphan after kill -9)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the runner still exits when its stdin closes
+
+
 class _RunnerError(Exception):
     """The runner answered {error: message}."""
 
@@ -86,16 +120,20 @@ class TfjsRuntime(Runtime):
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
 
     # -- lifecycle --------------------------------------------------------------------------
-    def load(self) -> None:
-        """Start the runner and load the artifact; ConversionError carries TF.js's own message."""
-        if self._proc is not None:
-            return
+    def start(self) -> None:
+        """Start the runner process (no model yet)."""
         node = find_node()
         node_modules = find_node_modules(_PACKAGES[self.tfjs_backend])
         env = {**os.environ, "NODE_PATH": os.pathsep.join(filter(None, [str(node_modules), os.environ.get("NODE_PATH")]))}
         self._proc = subprocess.Popen([node, str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=env)
+                                      stderr=subprocess.PIPE, env=env, preexec_fn=die_with_parent)
         threading.Thread(target=self._drain_stderr, daemon=True).start()
+
+    def load(self) -> None:
+        """Start the runner and load the artifact; ConversionError carries TF.js's own message."""
+        if self._proc is not None:
+            return
+        self.start()
         try:
             self.info, _ = self._call({"cmd": "load", "path": str(self.path.resolve()), "model_type": self.model_type,
                                        "backend": self.tfjs_backend, "threads": self.threads})
@@ -144,6 +182,7 @@ class TfjsRuntime(Runtime):
         except _RunnerError as err:
             raise ConversionError(f"{self.path}: TF.js ({self.backend}) failed to run the model: {err}") from None
         return {"latencies_ms": reply["latencies_ms"], "warmup_runs": reply["warmup_runs"],
+                "peak_rss_mb": reply.get("peak_rss_mb"),
                 "load": {"load_ms": self.info.get("load_ms"), "settings": self.info.get("settings")}}
 
     def describe(self) -> dict[str, Any]:

@@ -247,7 +247,16 @@ async function time(header, tensors) {
     if (n >= header.max_runs) break;
     if (n >= header.min_runs && elapsed >= Math.min(header.min_seconds, header.max_seconds)) break;
   }
-  return { latencies_ms: latencies, warmup_runs: warmups };
+  return { latencies_ms: latencies, warmup_runs: warmups, peak_rss_mb: peakRssMb() };
+}
+
+/** This process's own peak resident memory (VmHWM), in MiB: Linux resets it at exec, unlike maxRSS. */
+function peakRssMb() {
+  try {
+    const match = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+    if (match) return Number(match[1]) / 1024;
+  } catch (err) { /* not Linux */ }
+  return process.resourceUsage().maxRSS / 1024;
 }
 
 // ----------------------------------------------------------------------------- main loop

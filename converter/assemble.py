@@ -1,0 +1,131 @@
+"""Build a run's typed result from its plan and the outcome of every step, judging each measurement.
+
+Verdicts are made here, fresh on every run, from cached measurements: the parity tolerance of the format, the
+recipe's budget, and the state of each backend (ran, failed to run, or not available on this machine).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from converter.budget import failures as budget_failures
+from converter.evaluate import parity_verdict
+from converter.executor import Outcome
+from converter.metrics import label_metrics, pack_bits
+from converter.plan import ExportPlan, Plan
+from converter.recipe.loader import LoadedRecipe
+from converter.records import Artifact, Evaluation, Failure, Reference, RunResult, StageRecord
+
+
+def assemble(loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome], seconds: float,
+             machine: dict[str, Any], run_info: dict[str, Any]) -> RunResult:
+    from converter.benchmark.findings import findings
+    from converter.versions import tool_versions
+
+    recipe = loaded.recipe
+    reference = _reference(plan, outcomes)
+    artifacts = [_artifact(loaded, plan, export, outcomes, reference) for export in plan.exports]
+    reference_size = next((a.size_bytes for a in artifacts if a.format == "savedmodel" and a.size_bytes), None)
+    for artifact in artifacts:
+        if reference_size and artifact.size_bytes:
+            artifact.size_ratio = artifact.size_bytes / reference_size
+    result = RunResult(
+        name=recipe.name, recipe_hash=loaded.hash(), recipe=str(loaded.path) if loaded.path else None,
+        reference=reference, stages=_stages(plan, outcomes), artifacts=artifacts, warnings=list(loaded.warnings),
+        run={"seconds": round(seconds, 2), **run_info}, versions=tool_versions(), machine=machine)
+    result.findings = findings(result.to_json())
+    return result
+
+
+def _reference(plan: Plan, outcomes: dict[str, Outcome]) -> Reference:
+    from converter.steps.data import load
+    from converter.steps.outputs import outputs
+
+    node = plan.recipe.main_line()
+    source = outcomes.get(plan.models[node].id)
+    reference = Reference(node, source.record.get("kind", "keras") if source else "keras", plan.models[node].id)
+    step = plan.reference_outputs
+    if step is None or step.id not in outcomes or not outcomes[step.id].ok:
+        return reference
+    output = outputs(outcomes[step.id].entry)
+    data = load(outcomes[step.parents["data"]].entry, step.config["take"])
+    reference.samples = int(len(output))
+    reference.metrics = label_metrics(output, data.y)
+    if "top1" in reference.metrics:
+        reference.per_sample = {"n": int(len(output)), "correct": pack_bits(np.argmax(output, axis=1) == data.y)}
+    return reference
+
+
+def _stages(plan: Plan, outcomes: dict[str, Outcome]) -> list[StageRecord]:
+    rows = []
+    for index, stage in enumerate(plan.recipe.pipeline):
+        step = plan.models[stage.stage_name]
+        record = outcomes[step.id].record if step.id in outcomes else {}
+        rows.append(StageRecord(stage.stage_name, stage.stage, step.id, plan.recipe.stage_input(index),
+                                record.get("seconds"), record.get("notes", []), record.get("details", {})))
+    return rows
+
+
+def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: dict[str, Outcome],
+              reference: Reference) -> Artifact:
+    spec = export.spec
+    artifact = Artifact(spec.name, spec.format, spec.quantization_name(), f"artifacts/{spec.name}", export.model,
+                        export.export.id, plan.lineage(export.model))
+    made = outcomes[export.export.id]
+    if not made.ok:
+        artifact.error = made.error
+        artifact.problems.append(Failure(spec.name, None, "export", made.error or "export failed"))
+        return artifact
+    record = made.record
+    for key in ("files", "size_bytes", "gzip_bytes", "sha256", "seconds", "notes", "details"):
+        setattr(artifact, key, record.get(key, getattr(artifact, key)))
+    budget = loaded.recipe.verify.budget().merged(spec.verify)
+    for backend, step in export.checks.items():
+        artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference))
+    for backend, why in export.skipped.items():
+        requested = spec.backends is not None and backend in spec.backends
+        evaluation = Evaluation(backend, "error" if requested else "skipped", skipped=why)
+        if requested:
+            evaluation.error = f"{spec.name} on {backend}: the recipe asks for this backend, but {why}"
+            evaluation.reasons = [evaluation.error]
+            artifact.problems.append(Failure(spec.name, backend, "load", evaluation.error))
+        artifact.evaluations.append(evaluation)
+    for step in export.latency:
+        outcome = outcomes.get(step.id)
+        if outcome is None:
+            continue
+        head = {k: step.config[k] for k in ("backend", "threads", "batch")}
+        artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, "error": outcome.error})
+    return artifact
+
+
+def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Reference) -> Evaluation:
+    record, backend = outcome.record, outcome.step.config["backend"]
+    evaluation = Evaluation(backend, "passed", runtime=record.get("runtime"),
+                            budget={k: v for k, v in budget.model_dump().items() if v is not None})
+    if not outcome.ok:
+        evaluation.status, evaluation.error = "error", outcome.error
+        evaluation.reasons = [outcome.error]
+        kind = "run" if "fails to run" in (outcome.error or "") else "load"
+        artifact.problems.append(Failure(artifact.name, backend, kind, outcome.error or "check failed"))
+        return evaluation
+    problems: list[Failure] = []
+    if "parity" in record:
+        parity, found = parity_verdict(record["parity"], artifact.format, artifact.quantization, artifact.name)
+        artifact.parity.append(parity)
+        problems += found
+    metrics = dict(record.get("metrics") or {})
+    if "top1" in metrics and "top1" in reference.metrics:
+        metrics["top1_drop"] = reference.metrics["top1"] - metrics["top1"]
+    evaluation.metrics = metrics
+    evaluation.per_sample = record.get("per_sample") or {}
+    problems += budget_failures(metrics, budget, artifact.name, backend)
+    evaluation.reasons = [str(p) for p in problems]
+    evaluation.status = "failed" if problems else "passed"
+    artifact.problems += problems
+    return evaluation
+
+
+def failed_step(outcomes: dict[str, Outcome]) -> Optional[Outcome]:
+    return next((o for o in outcomes.values() if not o.ok), None)

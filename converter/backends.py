@@ -1,0 +1,93 @@
+"""The one table of backends: which runtime adapter runs each, on which formats, and how it is timed.
+
+Adding a backend is one entry here plus its adapter (converter/runtimes/). The recipe schema, the generated
+reference, the plan and the renderers derive their lists from this table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from converter.formats import load_symbol
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    runtime: str  # "module:Class" of the adapter (converter.runtimes.base.Runtime)
+    formats: tuple[str, ...]  # artifact formats it runs
+    target: str  # where such artifacts are deployed: 'server', 'mobile' or 'web'
+    options: dict[str, Any] = field(default_factory=dict)  # extra constructor keywords of the adapter
+    single_threaded: bool = False  # its speed does not depend on a thread count: timed once, at 1 thread
+    timed_in: str = "python"  # 'python': timed around run() in the worker; else the adapter times itself (Runtime.time)
+    version: str = ""  # "module:function" returning {tool: version} that shape its results; "" = its package
+    package: str = ""  # the Python package that is the runtime
+    probe: str = ""  # "module:function" raising DependencyError when the backend cannot run on this machine
+
+
+BACKENDS: dict[str, BackendInfo] = {
+    "tf": BackendInfo("converter.runtimes.tf_runtime:TFRuntime", ("savedmodel",), "server", package="tensorflow"),
+    "tflite": BackendInfo("converter.runtimes.tflite_runtime:TFLiteRuntime", ("tflite",), "mobile",
+                          package="ai-edge-litert"),
+    "onnxruntime": BackendInfo("converter.runtimes.onnx_runtime:OnnxRuntime", ("onnx",), "server",
+                               package="onnxruntime"),
+    "tfjs-cpu": BackendInfo("converter.runtimes.tfjs:TfjsRuntime", ("tfjs_graph", "tfjs_layers"), "web",
+                            {"backend": "cpu"}, single_threaded=True, timed_in="node",
+                            version="converter.runtimes.tfjs:runner_versions", probe="converter.runtimes.tfjs:probe"),
+    # TF.js 4.22's wasm build in Node 20 has no thread support (WASM_HAS_MULTITHREAD_SUPPORT false): one thread
+    "tfjs-wasm": BackendInfo("converter.runtimes.tfjs:TfjsRuntime", ("tfjs_graph", "tfjs_layers"), "web",
+                             {"backend": "wasm"}, single_threaded=True, timed_in="node",
+                             version="converter.runtimes.tfjs:runner_versions", probe="converter.runtimes.tfjs:probe"),
+}
+TARGETS = ("server", "mobile", "web")
+
+
+def names() -> tuple[str, ...]:
+    return tuple(BACKENDS)
+
+
+def for_format(fmt: str) -> tuple[str, ...]:
+    """Every backend that runs artifacts of format `fmt`, in table order."""
+    return tuple(name for name, info in BACKENDS.items() if fmt in info.formats)
+
+
+def open_runtime(backend: str, fmt: str, path: Path, threads: Optional[int] = None):
+    """Make (not yet load) the runtime adapter for an artifact folder of format `fmt`."""
+    info = BACKENDS[backend]
+    cls = load_symbol(info.runtime)
+    return cls(Path(path), threads=threads, fmt=fmt, **info.options)
+
+
+def unavailable(backend: str) -> Optional[str]:
+    """Why `backend` cannot run on this machine (with the command that fixes it), or None when it can."""
+    from converter.errors import DependencyError
+
+    info = BACKENDS[backend]
+    try:
+        if info.probe:
+            load_symbol(info.probe)()
+        elif info.package:
+            import importlib.util
+
+            module = {"ai-edge-litert": "ai_edge_litert"}.get(info.package, info.package)
+            if importlib.util.find_spec(module) is None:
+                raise DependencyError(f"the Python package {info.package} is not installed: run `make install`")
+    except DependencyError as error:
+        return str(error)
+    return None
+
+
+_VERSIONS: dict[str, dict[str, str]] = {}
+
+
+def versions(backend: str) -> dict[str, str]:
+    """The versions of the tools that shape this backend's results (part of check and latency ids), once per process."""
+    if backend not in _VERSIONS:
+        info = BACKENDS[backend]
+        if info.version:
+            _VERSIONS[backend] = dict(load_symbol(info.version)())
+        else:
+            from converter.versions import package_version
+
+            _VERSIONS[backend] = {info.package: package_version(info.package)}
+    return _VERSIONS[backend]

@@ -1,0 +1,257 @@
+"""Turn a validated recipe into frozen steps, without importing TensorFlow.
+
+A step is (kind, config, parents, inputs, versions); its id is a hash of exactly those contents, never of a
+path, so two recipes that share a prefix (the same model, data and training) share its cache entries.
+Kinds: source, data, stage, outputs, export, check, latency (converter/steps/ has one function per kind).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from converter import backends as backend_table
+from converter import formats
+from converter.recipe.loader import LoadedRecipe
+from converter.recipe.schema import DatasetSpec, ExportBase, Recipe
+from converter.versions import package_version
+
+CALIBRATED = ("int8", "int16x8")
+# Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
+STEP_VERSIONS = {"source": 2, "data": 2, "stage": 2, "outputs": 2, "export": 2, "check": 2, "latency": 2}
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    label: str  # what a person reads: 'export tflite-int8', 'check tflite-int8 on tflite'
+    config: dict[str, Any]
+    parents: dict[str, str] = field(default_factory=dict)  # role -> parent step id
+    inputs: dict[str, Any] = field(default_factory=dict)  # fingerprints of input files (model, data)
+    versions: dict[str, str] = field(default_factory=dict)  # tools that shape the result
+    # where the input files are on this machine, and names: not part of the id (file contents are, in `inputs`)
+    context: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        text = json.dumps([self.kind, STEP_VERSIONS[self.kind], self.config, self.parents, self.inputs, self.versions],
+                          sort_keys=True, default=str)
+        return f"{self.kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "label": self.label, "config": self.config, "parents": self.parents,
+                "inputs": self.inputs, "versions": self.versions, "context": self.context}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Step":
+        return cls(data["kind"], data["label"], data["config"], data["parents"], data["inputs"], data["versions"],
+                   data.get("context", {}))
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """The steps of one export: the artifact, its check per backend and its latency rows."""
+
+    spec: ExportBase
+    export: Step
+    model: str  # the pipeline node it exports
+    checks: dict[str, Step]  # backend -> check step
+    latency: list[Step]
+    skipped: dict[str, str]  # backend -> why it is not run on this machine
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    steps: dict[str, Step] = field(default_factory=dict)  # id -> step, parents before children
+    models: dict[str, Step] = field(default_factory=dict)  # pipeline node ('source', stage names) -> step
+    data: dict[str, Step] = field(default_factory=dict)  # role -> data step
+    reference_outputs: Optional[Step] = None  # the reference model on the eval data
+    exports: list[ExportPlan] = field(default_factory=list)
+
+    def add(self, step: Step) -> Step:
+        self.steps.setdefault(step.id, step)
+        return step
+
+    def ancestors(self, step_id: str) -> Iterator[str]:
+        for parent in self.steps[step_id].parents.values():
+            yield from self.ancestors(parent)
+            yield parent
+
+    def lineage(self, node: str) -> list[dict[str, str]]:
+        """The chain of pipeline nodes from `node` back to the source, nearest first."""
+        chain = []
+        while True:
+            chain.append({"stage": node, "id": self.models[node].id})
+            if node == "source":
+                return chain
+            node = self.recipe.stage_input(_stage_index(self.recipe, node))
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    evaluate: bool = True  # evaluate on the eval data (parity runs regardless)
+    benchmark: Optional[bool] = None  # None: as the recipe says
+    benchmark_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def build_plan(loaded: LoadedRecipe, options: PlanOptions = PlanOptions()) -> Plan:
+    recipe = loaded.recipe
+    plan = Plan(recipe)
+    _model_steps(plan, recipe)
+    for role in ("train", "calibration", "eval"):
+        spec = recipe.data.for_calibration() if role == "calibration" else getattr(recipe.data, role)
+        if spec is not None:
+            plan.data[role] = plan.add(_data_step(role, spec, plan.models["source"]))
+    verify = recipe.verify
+    evaluate = options.evaluate and verify.enabled and "eval" in plan.data
+    if evaluate:
+        plan.reference_outputs = plan.add(_outputs_step(plan, recipe.main_line(), "eval", verify.limit, verify.batch_size))
+    parity_data = _parity_data(plan, recipe)
+    schedule = _schedule(recipe, options)
+    for spec in recipe.exports:
+        plan.exports.append(_export_plan(plan, recipe, spec, parity_data, evaluate, schedule))
+    return plan
+
+
+# ----------------------------------------------------------------------------- models and data
+def _model_steps(plan: Plan, recipe: Recipe) -> None:
+    spec = recipe.model
+    inputs: dict[str, Any] = {}
+    locations: dict[str, str] = {}
+    if spec.path is not None:
+        inputs["model"], locations["model"] = _content_hash(Path(spec.path)), str(spec.path)
+        inputs["model_type"] = "folder" if Path(spec.path).is_dir() else Path(spec.path).suffix.lower()
+    elif spec.weights not in ("none", "imagenet"):
+        inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights)), str(spec.weights)
+    config = spec.model_dump(mode="json", exclude={"path", "weights"})  # trust stays: it decides what may load
+    config["weights"] = spec.weights if spec.weights in ("none", "imagenet") else "file"
+    plan.models["source"] = plan.add(Step("source", "load the model", config, {}, inputs,
+                                          _versions("tensorflow", "tf-keras"), locations))
+    for index, stage in enumerate(recipe.pipeline):
+        parent = plan.models[recipe.stage_input(index)]
+        train = _data_step("train", recipe.data.train, plan.models["source"])
+        plan.add(train)
+        step = Step("stage", f"stage {stage.stage_name} ({stage.stage})", stage.model_dump(mode="json", exclude={"name", "input"}),
+                    {"model": parent.id, "data": train.id}, {},
+                    _versions("tensorflow", "tf-keras", "tensorflow-model-optimization"), {"name": stage.stage_name})
+        plan.models[stage.stage_name] = plan.add(step)
+
+
+def _data_step(role: str, spec: DatasetSpec, source: Step) -> Step:
+    from converter.data.loading import fingerprint
+
+    parents = {"model": source.id} if spec.source == "synthetic" and spec.shape is None else {}
+    locations = {key: str(getattr(spec, key)) for key in ("path", "labels_path") if getattr(spec, key) is not None}
+    return Step("data", f"load data.{role}", {"spec": spec.model_dump(mode="json", exclude={"path", "labels_path"})},
+                parents, {"files": fingerprint(spec)}, _versions("numpy", "pillow", "scikit-learn"), locations)
+
+
+def _parity_data(plan: Plan, recipe: Recipe) -> Step:
+    """The parity inputs: the eval data when there is some, else seeded random inputs of the model's shape."""
+    if "eval" in plan.data:
+        return plan.data["eval"]
+    spec = DatasetSpec(source="synthetic", count=recipe.verify.parity_samples, seed=0)
+    return plan.add(_data_step("parity", spec, plan.models["source"]))
+
+
+def _outputs_step(plan: Plan, node: str, role_or_step: str | Step, take: Optional[int], batch_size: int) -> Step:
+    data = plan.data[role_or_step] if isinstance(role_or_step, str) else role_or_step
+    on = f"the first {take} samples of {data.label.removeprefix('load ')}" if take else data.label.removeprefix("load ")
+    return Step("outputs", f"outputs of {node} on {on}", {"take": take, "batch_size": batch_size},
+                {"model": plan.models[node].id, "data": data.id}, {}, _versions("tensorflow"))
+
+
+# ----------------------------------------------------------------------------- exports
+def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step, evaluate: bool, schedule) -> ExportPlan:
+    node = recipe.export_model(spec)
+    parents = {"model": plan.models[node].id}
+    if getattr(spec, "quantization", "none") in CALIBRATED:
+        parents["calibration"] = plan.data["calibration"].id
+    names_role = next((r for r in ("eval", "train", "calibration") if r in plan.data
+                       and plan.data[r].config["spec"]["source"] in ("folder", "digits")), None)
+    if spec.format.startswith("tfjs") and names_role:
+        parents["class_names"] = plan.data[names_role].id
+    config = spec.model_dump(mode="json", exclude={"name", "verify", "backends", "model", "search"})
+    export = plan.add(Step("export", f"export {spec.name}", config, parents, {},
+                           _versions(*formats.FORMATS[spec.format].tools), {"name": spec.name}))
+    verify = recipe.verify
+    parity_take = verify.parity_samples
+    source_parity = plan.add(_outputs_step(plan, node, parity_data, parity_take, parity_take))
+    checks: dict[str, Step] = {}
+    latency: list[Step] = []
+    skipped: dict[str, str] = {}
+    chosen = _backends(spec)
+    for backend in chosen:
+        why = backend_table.unavailable(backend)
+        if why is not None:
+            skipped[backend] = why
+            continue
+        check_parents = {"artifact": export.id, "parity_data": parity_data.id, "source_outputs": source_parity.id}
+        if evaluate:
+            check_parents.update(eval_data=plan.data["eval"].id, reference_outputs=plan.reference_outputs.id)
+        checks[backend] = plan.add(Step(
+            "check", f"check {spec.name} on {backend}",
+            {"backend": backend, "format": spec.format, "parity_samples": parity_take,
+             "eval_take": verify.limit if evaluate else None, "batch_size": verify.batch_size},
+            check_parents, {}, {**_versions(), **backend_table.versions(backend)}))
+    if schedule is not None:
+        from converter.benchmark.measure import plan as latency_plan
+
+        for backend, threads, batch in latency_plan([b for b in chosen if b in checks], schedule):
+            latency.append(plan.add(Step(
+                "latency", f"time {spec.name} on {backend}, {threads} thread(s), batch {batch}",
+                {"backend": backend, "format": spec.format, "threads": threads, "batch": batch,
+                 "timing": schedule.timing.as_dict(), "machine": _machine_key()},
+                {"artifact": export.id, "input": parity_data.id}, {}, {**_versions(), **backend_table.versions(backend)})))
+    return ExportPlan(spec, export, node, checks, latency, skipped)
+
+
+def _backends(spec: ExportBase) -> list[str]:
+    able = backend_table.for_format(spec.format)
+    return [b for b in (spec.backends or able) if b in able]
+
+
+def _schedule(recipe: Recipe, options: PlanOptions):
+    from converter.benchmark.schedule import Schedule
+
+    schedule = Schedule.from_recipe(recipe.benchmark, options.benchmark_overrides)
+    wanted = options.benchmark if options.benchmark is not None else schedule.enabled
+    return schedule if wanted else None
+
+
+# ----------------------------------------------------------------------------- helpers
+def _stage_index(recipe: Recipe, name: str) -> int:
+    return next(i for i, stage in enumerate(recipe.pipeline) if stage.stage_name == name)
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    return {"convert": package_version("convert"), **{p: package_version(p) for p in packages}}
+
+
+_MACHINE: dict[str, Any] = {}
+
+
+def _machine_key() -> dict[str, Any]:
+    """What makes a latency row belong to this machine: CPU model and core count."""
+    if not _MACHINE:
+        from converter.benchmark.machine import cpu_key
+
+        _MACHINE.update(cpu_key())
+    return dict(_MACHINE)
+
+
+_HASHES: dict[tuple[str, float, int], str] = {}
+
+
+def _content_hash(path: Path) -> str:
+    """Hash of a file's or folder's contents, memoized per process by path, mtime and size."""
+    from converter.store import hash_path
+
+    stat = path.stat()
+    key = (str(path), stat.st_mtime, stat.st_size)
+    if key not in _HASHES:
+        _HASHES[key] = hash_path(path)
+    return _HASHES[key]

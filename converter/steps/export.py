@@ -1,0 +1,50 @@
+"""Step `export`: convert a pipeline model into one artifact (converter/exports/), described file by file."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter
+
+from converter.errors import ConversionError
+from converter.exports.base import ExportContext
+from converter.recipe.schema import Export
+from converter.steps import StepContext, StepFailed
+from converter.steps.data import load
+from converter.steps.stage import model_ref
+
+
+def spec_of(ctx: StepContext):
+    return TypeAdapter(Export).validate_python({**ctx.config, "name": ctx.step.context.get("name", "export")})
+
+
+def calibration_samples(entry):
+    """calibration(n): a seeded, order-kept subset of n samples of the calibration data."""
+    def calibration(n: int) -> np.ndarray:
+        data = load(entry)
+        order = np.random.default_rng(0).permutation(len(data))[:n]
+        return data.x[np.sort(order)]
+
+    return calibration
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    from converter.artifact_files import describe_files
+    from converter.formats import exporter
+
+    spec = spec_of(ctx)
+    names = ctx.parents["class_names"].record.get("class_names") if "class_names" in ctx.parents else None
+    calibration = calibration_samples(ctx.parents["calibration"]) if "calibration" in ctx.parents else None
+    export_ctx = ExportContext(build_id=ctx.step.id, class_names=names, calibration=calibration,
+                               warn=lambda message: ctx.log(f"warning: {spec.name}: {message}"))
+    ctx.log(f"export {spec.name}: {spec.format} ({spec.quantization_name()})")
+    started = time.perf_counter()
+    folder = ctx.out / "artifact"
+    folder.mkdir()
+    try:
+        result = exporter(spec.format)(model_ref(ctx.parents["model"]), spec, folder, export_ctx)
+    except ConversionError as error:
+        raise StepFailed(f"{spec.name}: {error}") from None
+    return {"seconds": round(time.perf_counter() - started, 2), "notes": result.notes, "details": result.details,
+            **describe_files(folder)}
