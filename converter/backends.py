@@ -22,15 +22,17 @@ class BackendInfo:
     timed_in: str = "python"  # 'python': timed around run() in the worker; else the adapter times itself (Runtime.time)
     version: str = ""  # "module:function" returning {tool: version} that shape its results; "" = its package
     package: str = ""  # the Python package that is the runtime
+    library: str = ""  # module the latency worker imports before loading the model ("module:function" to call it)
     probe: str = ""  # "module:function" raising DependencyError when the backend cannot run on this machine
 
 
 BACKENDS: dict[str, BackendInfo] = {
-    "tf": BackendInfo("converter.runtimes.tf_runtime:TFRuntime", ("savedmodel",), "server", package="tensorflow"),
+    "tf": BackendInfo("converter.runtimes.tf_runtime:TFRuntime", ("savedmodel",), "server", package="tensorflow",
+                      library="converter.tf_env:tf"),
     "tflite": BackendInfo("converter.runtimes.tflite_runtime:TFLiteRuntime", ("tflite",), "mobile",
-                          package="ai-edge-litert"),
+                          package="ai-edge-litert", library="ai_edge_litert.interpreter"),
     "onnxruntime": BackendInfo("converter.runtimes.onnx_runtime:OnnxRuntime", ("onnx",), "server",
-                               package="onnxruntime"),
+                               package="onnxruntime", library="onnxruntime"),
     "tfjs-cpu": BackendInfo("converter.runtimes.tfjs:TfjsRuntime", ("tfjs_graph", "tfjs_layers"), "web",
                             {"backend": "cpu"}, single_threaded=True, timed_in="node",
                             version="converter.runtimes.tfjs:runner_versions", probe="converter.runtimes.tfjs:probe"),

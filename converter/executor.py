@@ -6,15 +6,16 @@ cluster's) runs the same `materialize` elsewhere; the steps do not change.
 """
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
-from converter.errors import ConversionError
+from converter.errors import ConversionError, UserError
 from converter.plan import Plan, Step
 from converter.steps import StepContext, StepFailed, function
-from converter.store import Entry, Store
+from converter.store import CACHE_ENV, Entry, Store
 
 
 @dataclass
@@ -85,8 +86,22 @@ def materialize(step: Step, store: Store, parents: dict[str, Entry], recompute: 
             return Outcome(step, None, failure.record, error=str(failure), seconds=time.perf_counter() - started)
         except ConversionError as failure:
             return Outcome(step, None, {}, error=str(failure), seconds=time.perf_counter() - started)
+        except OSError as error:
+            if error.errno in _DISK_ERRORS:  # the cache's disk, not the step, is at fault
+                from converter.run_folder import reason
+
+                raise CacheError(f"cache {store.root}: cannot write there: {reason(error)} "
+                                 f"(set --cache-dir or {CACHE_ENV} to another disk)") from None
+            raise
     entry = store.get(step.id)
     return Outcome(step, entry, entry.record if entry else record, seconds=time.perf_counter() - started)
+
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+
+
+class CacheError(UserError):
+    """The step cache cannot be written (a full or read-only disk)."""
 
 
 class _Uncached(Exception):

@@ -27,13 +27,20 @@ class OutputError(UserError):
     """The output folder cannot be used: not ours, not a folder, not writable, or the disk is full."""
 
 
+_REASONS = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.ENOTDIR: "a path component is a file, not a folder", errno.EEXIST: "it exists and is not a folder",
+            errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "the name is too long"}
+
+
+def reason(error: OSError) -> str:
+    """What a failed write means, in words."""
+    return _REASONS.get(error.errno, error.strerror or str(error))
+
+
 def os_error(path: Path, error: OSError) -> OutputError:
     """A user-readable error for a failed write into the output folder (full disk, read-only, not a folder)."""
-    reasons = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
-               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-               errno.ENOTDIR: "a path component is a file, not a folder", errno.EEXIST: "it exists and is not a folder",
-               errno.EDQUOT: "disk quota exceeded", errno.ENAMETOOLONG: "the name is too long"}
-    return OutputError(f"--out {path}: cannot write there: {reasons.get(error.errno, error.strerror or str(error))}")
+    return OutputError(f"--out {path}: cannot write there: {reason(error)}")
 
 
 class RunFolder:
@@ -95,7 +102,7 @@ class RunFolder:
             staging = path / f"{_PREFIX}staging-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             for name, source in artifacts.items():
-                shutil.copytree(source, staging / name, ignore=shutil.ignore_patterns("meta.json"))
+                _copy_folder(source, staging / name)
             old = path / f"{_PREFIX}old-{uuid.uuid4().hex[:8]}"
             if (path / "artifacts").exists():
                 os.replace(path / "artifacts", old)
@@ -133,6 +140,17 @@ def write_text(path: Path, text: str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy every file (not links: the copy must not share bytes with the cache); OSError as it happens."""
+    target.mkdir(parents=True)
+    for file in sorted(source.rglob("*")):
+        destination = target / file.relative_to(source)
+        if file.is_dir():
+            destination.mkdir(exist_ok=True)
+        else:
+            shutil.copyfile(file, destination)
 
 
 def _remove(path: Path) -> None:

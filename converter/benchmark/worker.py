@@ -21,8 +21,6 @@ from converter.benchmark.load import contention, noise_reasons, peak_rss_mb, sam
 from converter.benchmark.schedule import Timing, run_timing
 from converter.benchmark.stats import summarize
 
-# The library each in-process backend imports, loaded before the model so load_ms does not include the import.
-_LIBRARIES = {"tf": "converter.tf_env", "tflite": "ai_edge_litert.interpreter", "onnxruntime": "onnxruntime"}
 # One timed inference inside Node, with no warm-up: TF.js's first-inference time.
 _FIRST_ONLY = {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "max_runs": 1, "max_seconds": 3600.0}
 
@@ -83,13 +81,18 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def import_library(backend: str) -> float | None:
-    """Import the backend's library (TensorFlow without initialising its threads); milliseconds taken, None for Node."""
-    if backend not in _LIBRARIES:
+    """Import the backend's library (converter.backends: `library`), so load_ms does not include it; milliseconds
+    taken, or None for a runtime in a process of its own."""
+    from converter.backends import BACKENDS
+
+    library = BACKENDS[backend].library
+    if not library:
         return None
     started = time.perf_counter()
-    module = importlib.import_module(_LIBRARIES[backend])
-    if backend == "tf":
-        module.tf()
+    module, _, call = library.partition(":")
+    imported = importlib.import_module(module)
+    if call:
+        getattr(imported, call)()
     return (time.perf_counter() - started) * 1000.0
 
 

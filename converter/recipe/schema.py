@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from converter.backends import BACKENDS
 from converter.recipe.types import ByteSize, ExistingPath, Strict, _resolve
 from converter.suggest import did_you_mean
 
@@ -27,7 +28,7 @@ KERAS_APPLICATIONS = (
     "VGG16", "VGG19", "Xception",
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-Backend = Literal["tf", "tflite", "onnxruntime", "tfjs-cpu", "tfjs-wasm"]
+Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # the names in converter/backends.py
 
 
 def _name(value: str) -> str:
