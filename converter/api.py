@@ -47,19 +47,31 @@ def plan(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), 
     return build_plan(loaded, PlanOptions(evaluate, benchmark, dict(benchmark_overrides or {})))
 
 
+@dataclass
+class RunContext:
+    """What a console needs to show a run: where the cache is, and the verdict on a check as it finishes."""
+
+    out_dir: Path
+    cache_root: Path
+    judge: Callable[[Any], Optional[str]]
+
+
 def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), out: Optional[Path] = None,
         force: bool = False, evaluate: bool = True, benchmark: Optional[bool] = None,
         benchmark_overrides: Optional[dict[str, Any]] = None, cache_dir: Optional[Path] = None,
-        log: Callable[[str], None] = lambda message: None, events=None) -> Report:
+        log: Callable[[str], None] = lambda message: None, events=None,
+        console: Optional[Callable[[RunContext], Any]] = None, native_log: bool = False) -> Report:
     """Run a recipe end to end and return its report (artifacts under `out`, default runs/<name>).
 
     Steps are cached in `cache_dir` (default: $CONVERT_CACHE_DIR, else ~/.cache/convert), shared by every recipe.
+    `events` receives the executor's events (default: `log` lines); `console(RunContext)` makes them instead, as a
+    context manager. `native_log` sends TensorFlow's and the converters' own output to <out>/convert.log.
     """
-    from converter.assemble import assemble
+    from converter.assemble import Judge, assemble
     from converter.benchmark.machine import fingerprint
     from converter.executor import LocalExecutor
     from converter.plan import PlanOptions, build_plan
-    from converter.progress import LogEvents
+    from converter.progress import LogEvents, NativeOutput, nothing
     from converter.reporting.html import render_html
     from converter.reporting.markdown import render_markdown
     from converter.run_folder import RunFolder
@@ -71,11 +83,14 @@ def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), o
     out_dir = Path(out or Path("runs") / loaded.recipe.name).absolute()
     folder = RunFolder(out_dir)
     folder.claim()
-    with hold(out_dir):
+    with hold(out_dir), (NativeOutput(out_dir / "convert.log") if native_log else nothing()):
         plan_ = build_plan(loaded, PlanOptions(evaluate, benchmark, dict(benchmark_overrides or {})))
         store = Store(Path(cache_dir) if cache_dir else default_root())
         executor = LocalExecutor(store, force, events or LogEvents(log))
-        outcomes = executor.run(plan_, list(plan_.steps))
+        if console is not None:
+            executor.events = console(RunContext(out_dir, store.root, Judge(loaded, plan_, executor.outcomes)))
+        with executor.events if console is not None else nothing():
+            outcomes = executor.run(plan_, list(plan_.steps))
         counts = {"cache_hits": sum(o.cached for o in outcomes.values()),
                   "computed": sum(not o.cached and not (o.error or "").startswith("not run:") for o in outcomes.values()),
                   "cache_dir": str(store.root)}

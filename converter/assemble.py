@@ -127,5 +127,34 @@ def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Referen
     return evaluation
 
 
-def failed_step(outcomes: dict[str, Outcome]) -> Optional[Outcome]:
-    return next((o for o in outcomes.values() if not o.ok), None)
+class Judge:
+    """The verdict on one check as soon as it finishes, for the console (the report judges everything again)."""
+
+    def __init__(self, loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome]):
+        self.loaded, self.plan, self.outcomes = loaded, plan, outcomes
+        self._reference: Optional[Reference] = None
+        self._exports = {step.id: export for export in plan.exports for step in export.checks.values()}
+
+    def __call__(self, outcome: Outcome) -> Optional[str]:
+        export = self._exports.get(outcome.step.id)
+        if export is None:
+            return None
+        if self._reference is None:
+            self._reference = _reference(self.plan, self.outcomes)
+        spec = export.spec
+        artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
+        budget = self.loaded.recipe.verify.budget().merged(spec.verify)
+        evaluation = _evaluation(artifact, outcome, budget, self._reference)
+        where = f"{spec.name} on {evaluation.backend}"
+        if not evaluation.passed:
+            return f"[red]FAIL[/red] {_escape(evaluation.reasons[0] if evaluation.reasons else where)}"
+        top1, drop = evaluation.metrics.get("top1"), evaluation.metrics.get("top1_drop")
+        figures = f": top-1 {100 * top1:.2f} %" if top1 is not None else ""
+        figures += f" (drop {100 * drop:.2f} pts)" if drop is not None else ""
+        return f"[green]PASS[/green] {_escape(where)}{figures}"
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -51,17 +51,26 @@ def _fail(exc: BaseException, debug: bool) -> None:
 
 
 @app.command()
-def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = DebugOpt) -> None:
+def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = DebugOpt,
+             json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")) -> None:
     """Check a recipe completely without loading any model (no TensorFlow import)."""
     from converter.api import validate as validate_recipe
 
     try:
         loaded = validate_recipe(recipe, set_)
     except UserError as exc:
+        if json_out:
+            problems = [str(p) for p in (getattr(exc, "problems", None) or [exc])]
+            typer.echo(json.dumps({"ok": False, "recipe": str(recipe), "errors": problems}))
         _fail(exc, debug)
+    r = loaded.recipe
+    if json_out:
+        typer.echo(json.dumps({"ok": True, "recipe": str(recipe), "name": r.name, "hash": loaded.hash(),
+                               "stages": len(r.pipeline), "exports": [e.name for e in r.exports],
+                               "warnings": loaded.warnings}))
+        return
     for warning in loaded.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    r = loaded.recipe
     typer.echo(f"ok: {r.name}: {len(r.pipeline)} stage(s), {len(r.exports)} export(s), hash {loaded.hash()}")
 
 
@@ -94,21 +103,30 @@ def run(
     quick: bool = typer.Option(False, "--quick", help="Short latency schedule."),
     rigorous: bool = typer.Option(False, "--rigorous", help="Long latency schedule."),
     summary_file: Optional[Path] = typer.Option(None, "--summary-file", help="Also write the one-line JSON summary here."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show TensorFlow's and the converters' own output "
+                                 "(otherwise kept in <out>/convert.log)."),
+    json_only: bool = typer.Option(False, "--json", help="Plain progress lines on stderr, the JSON summary on stdout."),
     debug: bool = DebugOpt,
 ) -> None:
     """Run a recipe: pipeline, exports, verification, benchmarks and reports."""
+    from rich.console import Console
+
     from converter import api
-    from converter.progress import ProgressLog
+    from converter.progress import ConsoleEvents, ConsoleStream
+    from converter.summary_table import summary_table
 
     schedule = {}
     if quick:
         schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0}
     elif rigorous:
         schedule = {"warmup_runs": 50, "warmup_seconds": 3.0, "min_runs": 500, "min_seconds": 10.0, "max_runs": 10000, "max_seconds": 60.0}
+    console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
+    live = console.is_terminal and not json_only and sys.stdout.isatty()
     try:
-        with ProgressLog() as progress:
-            report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify, cache_dir=cache_dir,
-                             benchmark=False if no_benchmark else None, benchmark_overrides=schedule, log=progress.log)
+        report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify, cache_dir=cache_dir,
+                         benchmark=False if no_benchmark else None, benchmark_overrides=schedule,
+                         console=lambda ctx: ConsoleEvents(console, live, ctx.cache_root, ctx.judge),
+                         native_log=not verbose)
     except UserError as exc:
         _fail(exc, debug)
     summary = {
@@ -116,10 +134,12 @@ def run(
         "artifacts": len(report.artifacts), "failed": [a["name"] for a in report.artifacts if not a["passed"]],
         "seconds": report.data["run"]["seconds"], "cache_hits": report.data["run"]["cache_hits"],
     }
+    if not json_only:
+        console.print(summary_table(report.data))
     for artifact in report.artifacts:
         for reason in artifact["failures"]:
             typer.echo(f"FAIL {reason}", err=True)
-    typer.echo(f"report: {report.out_dir / 'report.md'}", err=True)
+    typer.echo(f"report: {report.out_dir / 'report.html'} (log: {report.out_dir / 'convert.log'})", err=True)
     line = json.dumps(summary)
     typer.echo(line)
     if summary_file:

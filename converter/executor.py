@@ -121,13 +121,14 @@ class LocalExecutor:
         self.force = force
         self.events = events or Quiet()
         self._recomputed: set[str] = set()  # under --force, each entry is recomputed once per run
+        self.outcomes: dict[str, Outcome] = {}  # of the steps run so far
 
     def run(self, plan: Plan, targets: Iterable[str]) -> dict[str, Outcome]:
         order = needed(plan, targets)
         self.store.clean_temporaries()
         cached = set() if self.force else {s.id for s in order if self.store.has(s.id)}
         self.events.planned(order, cached)
-        outcomes: dict[str, Outcome] = {}
+        outcomes = self.outcomes
         for step in order:
             failed = [outcomes[p] for p in step.parents.values() if not outcomes[p].ok]
             if failed:

@@ -72,7 +72,7 @@ def fit(model, spec: Fit, data: Dataset, callbacks: Iterable = ()) -> dict:
     with _deterministic_ops():
         try:
             history = model.fit(x, y, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True,
-                                verbose=0, callbacks=list(callbacks))
+                                verbose=0, callbacks=[*callbacks, _epoch_reporter(k, spec.epochs)])
         except ValueError as error:
             raise DataError(f"data.train does not fit the model: {_last_line(error)}") from error
     summary: dict[str, Any] = {
@@ -84,6 +84,17 @@ def fit(model, spec: Fit, data: Dataset, callbacks: Iterable = ()) -> dict:
     if "accuracy" in history.history:
         summary["accuracy"] = [float(v) for v in history.history["accuracy"]]
     return summary
+
+
+def _epoch_reporter(k, epochs: int):
+    """A Keras callback that tells the console (converter.progress.report_epoch) how training goes."""
+    from converter.progress import report_epoch
+
+    class EpochReporter(k.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            report_epoch(epoch + 1, epochs, {key: float(value) for key, value in (logs or {}).items()})
+
+    return EpochReporter()
 
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:
