@@ -62,7 +62,11 @@ def table_row(text: str, *first_cells: str, width: int = 0) -> list[str]:
 
 
 def summary_row(text: str, artifact: str, backend: str) -> list[str]:
-    return table_row(text, artifact, backend, width=len(SUMMARY_HEADER))
+    """The summary table row of (artifact, backend): artifact | format | quantization | backend | verdict | ..."""
+    rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in text.splitlines()
+            if line.startswith(f"| {artifact} |")]
+    (row,) = [r for r in rows if len(r) == len(SUMMARY_HEADER) and r[3] == backend]
+    return row
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -83,17 +87,17 @@ def test_markdown_opens_with_the_verdict_and_failures():
 def test_markdown_summary_row_has_gzip_intervals_and_certainty():
     text = render_markdown(sample_report())
     assert summary_row(text, "tflite_int8", "tflite") == [
-        "tflite_int8", "tflite", "**FAIL** (within noise)", "tflite", "int8", "8.0 KiB 0.13× ref", "7.2 KiB",
+        "tflite_int8", "tflite", "int8", "tflite", "**FAIL** (within noise)", "8.0 KiB 0.13× ref", "7.2 KiB",
         "88.50% [83.3, 92.2]", "1.50 [-0.79, 4.07]", "98.00% [95.0, 99.2]", "0.056 / 0.0644 @2", "0.89×"]
     # speed-up: float tflite's 0.05 ms / 0.056 ms at 2 threads
     assert summary_row(text, "web", "tfjs-wasm")[-2:] == ["0.95 / 1.09 @2", "1.00×"]
-    assert summary_row(text, "onnx_dynamic", "–")[2:] == ["**FAIL**", "onnx", "dynamic_int8"] + ["–"] * 7
+    assert summary_row(text, "onnx_dynamic", "–")[1:] == ["onnx", "dynamic_int8", "–", "**FAIL**"] + ["–"] * 7
 
 
 def test_markdown_without_per_sample_data_has_no_drop_interval():
     text = render_markdown(without_uncertainty(sample_report()))
     row = summary_row(text, "tflite_int8", "tflite")
-    assert row[2] == "**FAIL**"               # no interval for the drop: no claim about its certainty
+    assert row[4] == "**FAIL**"               # no interval for the drop: no claim about its certainty
     assert row[8] == "1.50"
     assert row[7] == "88.50% [83.3, 92.2]"    # a proportion's interval needs only its value and the sample count
     assert "within noise" not in text.split("| artifact |")[1]
@@ -102,7 +106,7 @@ def test_markdown_without_per_sample_data_has_no_drop_interval():
 def test_markdown_shortens_long_quantization_with_a_footnote():
     text = render_markdown(flagship_report())
     mixed = "mixed(uint8:*,uint16:*/Conv1/*|*/expanded_conv_depthwise/*|*/predictions/*)"
-    assert summary_row(text, "tfjs-mixed", "tfjs-cpu")[4] == "mixed uint8+uint16 [1]"
+    assert summary_row(text, "tfjs-mixed", "tfjs-cpu")[2] == "mixed uint8+uint16 [1]"
     assert f"- [1] `{mixed}`" in text
     assert short_quantization("int16x8") == "int16x8"
 

@@ -9,7 +9,7 @@ from converter.reporting.rows import SummaryRow, latency_cell, summary_rows
 from converter.reporting.text import fmt, fmt_interval, short_quantization
 from converter.reporting.uncertainty import evaluation_uncertainty
 
-SUMMARY_HEADER = ("artifact", "backend", "verdict", "format", "quantization", "size", "gzip", "top-1", "drop (pts)",
+SUMMARY_HEADER = ("artifact", "format", "quantization", "backend", "verdict", "size", "gzip", "top-1", "drop (pts)",
                   "agreement", "p50 / p90 ms", "speed-up")
 TABLE_NOTE = "Numbers in brackets are 95% intervals: Wilson for top-1 and agreement, Newcombe's paired interval for the drop."
 
@@ -58,8 +58,8 @@ def summary_cells(report: dict[str, Any], row: SummaryRow, footnotes: list[str])
                    else "", fail=not row.passed)
     size_note = f"{fmt(row.size_ratio, 'x')} ref" if row.size_ratio is not None and a["format"] != "savedmodel" else ""
     return [
-        Cell(a["name"]), Cell(row.backend), verdict, Cell(a["format"]),
-        quantization_cell(a.get("quantization", "none"), footnotes),
+        Cell(a["name"]), Cell(a["format"]), quantization_cell(a.get("quantization", "none"), footnotes),
+        Cell(row.backend), verdict,
         Cell(fmt(a.get("size_bytes"), "bytes"), note=size_note), Cell(fmt(a.get("gzip_bytes"), "bytes")),
         Cell(fmt(m.get("top1"), "pct"), note=fmt_interval(uncertainty.top1_ci, "pct")),
         Cell(fmt(m.get("top1_drop"), "pts"), note=fmt_interval(uncertainty.drop_ci, "pts")),
