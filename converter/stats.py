@@ -249,10 +249,11 @@ def run_difference(base: dict[str, Any], new: dict[str, Any], confidence: float 
     """
     if base.get("correct") is not None and new.get("correct") is not None and len(base["correct"]) == len(new["correct"]):
         a, b, c, d = paired_table(base["correct"], new["correct"])
-        return {"difference": (b - c) / (a + b + c + d) if a + b + c + d else 0.0, "ci": _pair(newcombe_paired(a, b, c, d, confidence)),
+        n = a + b + c + d
+        return {"difference": (b - c) / n if n else 0.0, "ci": _pair(newcombe_paired(a, b, c, d, confidence)),
                 "p": mcnemar_p(b, c), "method": "paired", "discordant": [b, c]}
     if not base.get("n") or not new.get("n") or base.get("top1") is None or new.get("top1") is None:
         return None
     k1, k2 = round(base["top1"] * base["n"]), round(new["top1"] * new["n"])
-    return {"difference": base["top1"] - new["top1"], "ci": _pair(newcombe_unpaired(k1, base["n"], k2, new["n"], confidence)),
-            "p": None, "method": "unpaired"}
+    interval = newcombe_unpaired(k1, base["n"], k2, new["n"], confidence)
+    return {"difference": base["top1"] - new["top1"], "ci": _pair(interval), "p": None, "method": "unpaired"}

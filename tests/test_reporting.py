@@ -298,6 +298,10 @@ def test_compare_names_a_folder_without_report(tmp_path):
         comparison([SAMPLE_REPORT, empty])
     with pytest.raises(UserError, match="missing.json: no such file"):
         comparison([tmp_path / "missing.json"])
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"artifacts": [{"name": "x"}]}))
+    with pytest.raises(UserError, match="broken.json: not a convert report"):
+        comparison([broken])
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ from converter import stats
 
 # ----------------------------------------------------------------------------- published values
 @pytest.mark.parametrize("k, n, expected", [
-    (0, 10, (0.0, 0.2775)),      # Newcombe 1998a (Stat Med 17:857), Table I, method 3 (Wilson score)
+    (0, 10, (0.0, 0.2775)),      # Newcombe 1998a (Stat Med 17:857), worked examples, method 3 (Wilson score)
     (81, 263, (0.2553, 0.3662)),
     (15, 148, (0.0624, 0.1605)),
     (1, 29, (0.0061, 0.1718)),
@@ -21,15 +21,16 @@ def test_wilson_matches_newcombe_1998_table(k, n, expected):
 
 def test_newcombe_paired_matches_fagerland_worked_example():
     # Cavo et al. 2012 (complete response before/after consolidation): [[59, 6], [16, 80]], as worked in
-    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), ch. 8: -0.0621 (-0.1186 to -0.0046)
+    # Fagerland, Lydersen & Laake, "Statistical Analysis of Contingency Tables" (2017), ch. 8 (and their R package
+    # contingencytables' tests): -0.0621 (-0.1186 to -0.0046)
     lower, upper = stats.newcombe_paired(59, 6, 16, 80)
     assert (6 - 16) / 161 == pytest.approx(-0.0621, abs=5e-5)
     assert (lower, upper) == pytest.approx((-0.1186, -0.0046), abs=5e-5)
 
 
 @pytest.mark.parametrize("k1, n1, k2, n2, expected", [
-    (56, 70, 48, 80, (0.0524, 0.3339)),   # Newcombe 1998c (Stat Med 17:873), Table II, method 10
-    (9, 10, 3, 10, (0.1705, 0.8090)),     # same table
+    (56, 70, 48, 80, (0.0524, 0.3339)),   # Newcombe 1998c (Stat Med 17:873), worked examples, method 10
+    (9, 10, 3, 10, (0.1705, 0.8090)),     # same examples
     (7, 34, 1, 34, (0.0189, 0.3404)),     # Perondi et al. 2004, in Fagerland et al. (2017), ch. 4
 ])
 def test_newcombe_unpaired_matches_published(k1, n1, k2, n2, expected):

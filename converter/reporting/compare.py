@@ -126,9 +126,12 @@ def comparison(paths: list[Path], baseline: Optional[str] = None) -> dict[str, A
     labels = run_labels(list(paths), reports)
     base_index = pick_baseline(baseline, labels, list(paths))
     keys: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    for index, report in enumerate(reports):
-        for row in summary_rows(report):
-            keys.setdefault((row.artifact["name"], row.backend), {})[index] = _entry(report, row)
+    for index, (report, (_, file)) in enumerate(zip(reports, loaded)):
+        try:
+            for row in summary_rows(report):
+                keys.setdefault((row.artifact["name"], row.backend), {})[index] = _entry(report, row)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise UserError(f"{file}: not a convert report ({type(error).__name__}: {error})") from None
     pairing = [_same_samples(reports[base_index], r) for r in reports]
     rows = []
     for (artifact, backend), by_run in keys.items():

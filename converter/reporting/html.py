@@ -35,7 +35,8 @@ td.fail { color: #b00020; font-weight: bold; }
 """
 NAMES = {"artifact", "backend"}
 NUMERIC = {"size", "gzip", "top-1", "drop (pts)", "agreement", "p50 / p90 ms", "speed-up", "Δ top-1 (pts)", "Δ gzip",
-           "p50 ms", "Δ p50"}
+           "p50 ms", "Δ p50", "threads", "batch", "p90 ms", "p99 ms", "mean ± std ms", "throughput", "runs", "load ms",
+           "first run ms", "peak RSS MiB"}
 
 
 def render_html(report: dict[str, Any]) -> str:
