@@ -178,23 +178,32 @@ def cache_prune(cache_dir: Optional[Path] = CacheOpt,
 
 @app.command()
 def compare(
-    runs: List[Path] = typer.Argument(..., help="Run folders (each with a report.json)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write compare.md and compare.html into this folder."),
+    runs: List[Path] = typer.Argument(..., help="Run folders or report.json files; the first is the baseline unless --baseline."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="The run to compare against: its label, its path or its position (1 = first)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write compare.md, compare.html and compare.json into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON instead of Markdown."),
+    fail_on_regression: bool = typer.Option(False, "--fail-on-regression", help="Exit 1 when a top-1 change is a significant regression (its 95% interval lies below zero) or an artifact is no longer evaluated."),
     debug: bool = DebugOpt,
 ) -> None:
-    """Side-by-side table of several runs: accuracy, drop, size and latency per artifact and backend."""
-    from converter.reporting.compare import compare_runs
+    """Runs against a baseline: top-1 change with its 95% interval, verdicts, size and latency ratios per artifact and backend."""
+    from converter.reporting.compare import comparison
+    from converter.reporting.compare_render import render_html, render_markdown
 
     try:
-        markdown, html = compare_runs(list(runs))
+        data = comparison(list(runs), baseline)
     except UserError as exc:
         _fail(exc, debug)
+    markdown, text = render_markdown(data), json.dumps(data, indent=2)
     if out:
         out.mkdir(parents=True, exist_ok=True)
         (out / "compare.md").write_text(markdown)
-        (out / "compare.html").write_text(html)
-        typer.echo(f"wrote {out / 'compare.md'} and {out / 'compare.html'}", err=True)
-    typer.echo(markdown, nl=False)
+        (out / "compare.html").write_text(render_html(data))
+        (out / "compare.json").write_text(text + "\n")
+        typer.echo(f"wrote {out / 'compare.md'}, compare.html and compare.json", err=True)
+    typer.echo(text if as_json else markdown, nl=as_json)
+    for regression in data["regressions"]:
+        typer.echo(f"REGRESSION {regression}", err=True)
+    raise typer.Exit(1 if fail_on_regression and data["regressions"] else 0)
 
 
 @app.command("schema-docs")

@@ -1,70 +1,175 @@
-"""Several runs side by side: one row per (artifact, backend), top-1 / drop / size / p50 per run.
+"""Several runs against a baseline: one entry per (artifact, backend) and run, with the top-1 change against the
+baseline run and its 95% interval, the verdicts, and which changes are significant regressions.
 
-For comparing recipes or models: `compare_runs([runs/a, runs/b])` reads each run's report.json.
+A run is a `convert run` output folder or a report.json file. The change in top-1 is paired (Newcombe's paired
+interval, McNemar's exact test) when both evaluations carry per-sample correctness and both runs say they
+evaluated the same samples in the same order (`reference.eval_data_id`); otherwise it is unpaired (Newcombe's
+hybrid score interval for independent proportions), and the entry says why. A regression is a top-1 change
+whose whole interval lies below zero, or an artifact the baseline evaluated that the run no longer does.
+Latency and size changes are shown as ratios, never judged: latency varies between machines and loads.
 """
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from converter import stats
 from converter.errors import UserError
-from converter.reporting.html import html_table, page
-from converter.reporting.markdown import MISSING, fmt, latency_cell, machine_line, summary_rows, table
+from converter.reporting.rows import machine_line, summary_rows
+from converter.reporting.text import MISSING
+from converter.reporting.uncertainty import evaluation_uncertainty
 
-COLUMNS = ("top-1", "drop (pts)", "size", "p50 / p90 ms")
 
-
-def load_report(run_dir: Path) -> dict[str, Any]:
-    """A run folder's report.json; UserError naming the folder when it has none or it is unreadable."""
-    path = Path(run_dir) / "report.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no report.json (not a finished `convert run` output folder)")
+def load_report(path: Path) -> tuple[dict[str, Any], Path]:
+    """(report dict, report.json path) of a run folder or a report.json file; UserError naming the path otherwise."""
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        what = "no report.json (not a finished `convert run` output folder)" if path.is_dir() else "no such file or folder"
+        raise UserError(f"{path}: {what}")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: unreadable report: {error}") from None
+        report = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{file}: unreadable report: {error}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("artifacts"), list):
+        raise UserError(f"{file}: not a convert report (no 'artifacts' list)")
+    return report, file
 
 
-def run_labels(run_dirs: list[Path], reports: list[dict[str, Any]]) -> list[str]:
-    """Each run's name, or its folder where names repeat, or its position where folders' names repeat too."""
+def run_labels(paths: list[Path], reports: list[dict[str, Any]]) -> list[str]:
+    """Each run's name, or its folder where names repeat, or its position where those repeat too."""
     names = [str(r.get("name", MISSING)) for r in reports]
     if len(set(names)) == len(names):
         return names
-    folders = [Path(d).name for d in run_dirs]
+    folders = [p.parent.name if p.name == "report.json" else p.stem if p.suffix == ".json" else p.name for p in map(Path, paths)]
     if len(set(folders)) == len(folders):
         return folders
-    return [f"run {i + 1}: {d}" for i, d in enumerate(run_dirs)]
+    return [f"run {i + 1}" for i in range(len(paths))]
 
 
-def comparison(run_dirs: list[Path]) -> tuple[list[str], list[list[str]], list[str]]:
-    """(run labels, one row of cells per (artifact, backend), one line per run describing it)."""
-    if not run_dirs:
-        raise UserError("compare: name at least one run folder")
-    reports = [load_report(Path(d)) for d in run_dirs]
-    labels = run_labels(run_dirs, reports)
-    cells: dict[tuple[str, str], dict[int, list[str]]] = {}
-    for index, report in enumerate(reports):
-        for row in summary_rows(report):
-            cells.setdefault((row.artifact["name"], row.backend), {})[index] = [
-                fmt(row.metrics.get("top1"), "pct"), fmt(row.metrics.get("top1_drop"), "pts"),
-                fmt(row.artifact.get("size_bytes"), "bytes"), latency_cell(row.latency)]
-    rows = [[name, backend, *[c for i in range(len(reports)) for c in by_run.get(i, [MISSING] * len(COLUMNS))]]
-            for (name, backend), by_run in cells.items()]
-    about = [f"{label}: {d}, recipe {str(r.get('recipe_hash', MISSING))[:12]}, "
-             f"{'passed' if r.get('passed') else 'failed'}" + (f"; {machine_line(r['machine'])}" if r.get("machine") else "")
-             for label, d, r in zip(labels, run_dirs, reports)]
-    return labels, rows, about
+def pick_baseline(baseline: Optional[str], labels: list[str], paths: list[Path]) -> int:
+    """The index of --baseline (a label, a path given, or a 1-based position), default the first run."""
+    if baseline is None:
+        return 0
+    for index, (label, path) in enumerate(zip(labels, paths)):
+        if baseline == label or Path(baseline).resolve() == Path(path).resolve():
+            return index
+    if baseline.isdigit() and 1 <= int(baseline) <= len(labels):
+        return int(baseline) - 1
+    raise UserError(f"--baseline {baseline}: not one of the runs ({', '.join(labels)}) nor a position 1-{len(labels)}")
 
 
-def compare_runs(run_dirs: list[Path]) -> tuple[str, str]:
-    """(Markdown, HTML) of the runs' report.json side by side; '–' where a run lacks an artifact, backend or value."""
-    labels, rows, about = comparison(run_dirs)
-    header = ["artifact", "backend"] + [f"{label} {column}" for label in labels for column in COLUMNS]
-    markdown = "\n".join(["# Comparison of runs", "", *[f"- {line}" for line in about], "", *table(header, rows), ""])
-    groups = ('<tr><th colspan="2"></th>' + "".join(f'<th colspan="{len(COLUMNS)}">{html.escape(label)}</th>' for label in labels)
-              + "</tr>")
-    body = ["<h1>Comparison of runs</h1>", "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in about) + "</ul>",
-            html_table(["artifact", "backend", *COLUMNS * len(labels)], rows, header_rows=[groups])]
-    return markdown, page("Comparison of runs", "\n".join(body))
+def _entry(report: dict[str, Any], row: Any) -> dict[str, Any]:
+    m, a = row.metrics, row.artifact
+    uncertainty = evaluation_uncertainty(report, row.evaluation)
+    correct = None
+    if row.evaluation and row.evaluation.get("per_sample"):
+        try:
+            correct = stats.decode_per_sample(row.evaluation["per_sample"])
+        except ValueError:
+            correct = None
+    return {
+        "top1": m.get("top1"), "top1_ci": uncertainty.top1_ci, "top1_drop": m.get("top1_drop"),
+        "samples": uncertainty.n, "passed": row.passed, "certainty": uncertainty.certainty(row.passed),
+        "size_bytes": a.get("size_bytes"), "gzip_bytes": a.get("gzip_bytes"),
+        "p50_ms": row.latency["p50_ms"] if row.latency else None, "threads": row.latency["threads"] if row.latency else None,
+        "error": a.get("error") or (row.evaluation or {}).get("error"), "_correct": correct,
+    }
+
+
+def _same_samples(base: dict[str, Any], other: dict[str, Any]) -> Optional[str]:
+    """None when two runs evaluated the same samples in the same order, else why pairing is not possible."""
+    a, b = (base.get("reference") or {}).get("eval_data_id"), (other.get("reference") or {}).get("eval_data_id")
+    if a is None or b is None:
+        return "the runs do not record which samples they evaluated (reference.eval_data_id)"
+    if a != b:
+        return "the runs evaluated different samples"
+    return None
+
+
+def _ratio(new: Optional[float], base: Optional[float]) -> Optional[float]:
+    return new / base if new is not None and base else None
+
+
+def _delta(base: dict[str, Any], new: dict[str, Any], unpaired_because: Optional[str]) -> dict[str, Any]:
+    """The change from base to new: top-1 (new - base) with its interval, regression flag, size and p50 ratios."""
+    delta: dict[str, Any] = {"gzip_ratio": _ratio(new["gzip_bytes"], base["gzip_bytes"]),
+                             "p50_ratio": _ratio(new["p50_ms"], base["p50_ms"]) if new["threads"] == base["threads"] else None}
+    if base["top1"] is None:
+        return delta
+    if new["top1"] is None:
+        return delta | {"regression": True, "why": "no longer evaluated" + (f": {new['error']}" if new["error"] else "")}
+    paired = unpaired_because is None and base["_correct"] is not None and new["_correct"] is not None
+    difference = stats.run_difference(
+        {"top1": base["top1"], "n": base["samples"], "correct": base["_correct"] if paired else None},
+        {"top1": new["top1"], "n": new["samples"], "correct": new["_correct"] if paired else None})
+    if difference is None:
+        return delta | {"top1_change": new["top1"] - base["top1"], "regression": False,
+                        "why": "no sample counts: no interval"}
+    ci = difference["ci"]
+    change_ci = [-ci[1], -ci[0]] if ci else None
+    why = None if difference["method"] == "paired" else (
+        unpaired_because or "per-sample correctness missing in one of the runs")
+    return delta | {"top1_change": -difference["difference"], "top1_change_ci": change_ci, "p": difference["p"],
+                    "method": difference["method"], "unpaired_because": why,
+                    "regression": bool(change_ci and change_ci[1] < 0),
+                    "improvement": bool(change_ci and change_ci[0] > 0)}
+
+
+def comparison(paths: list[Path], baseline: Optional[str] = None) -> dict[str, Any]:
+    """The comparison as plain data (what `convert compare --json` prints)."""
+    if not paths:
+        raise UserError("compare: name at least one run folder or report.json")
+    loaded = [load_report(Path(p)) for p in paths]
+    reports = [r for r, _ in loaded]
+    labels = run_labels(list(paths), reports)
+    base_index = pick_baseline(baseline, labels, list(paths))
+    keys: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for index, (report, (_, file)) in enumerate(zip(reports, loaded)):
+        try:
+            for row in summary_rows(report):
+                keys.setdefault((row.artifact["name"], row.backend), {})[index] = _entry(report, row)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise UserError(f"{file}: not a convert report ({type(error).__name__}: {error})") from None
+    pairing = [_same_samples(reports[base_index], r) for r in reports]
+    rows = []
+    for (artifact, backend), by_run in keys.items():
+        base = by_run.get(base_index)
+        runs = []
+        for index, label in enumerate(labels):
+            entry = by_run.get(index)
+            if entry is None:
+                runs.append({"run": label, "present": False})
+                continue
+            item = {"run": label, "present": True} | {k: v for k, v in entry.items() if not k.startswith("_")}
+            if index != base_index and base is not None:
+                item["delta"] = _delta(base, entry, pairing[index])
+            runs.append(item)
+        rows.append({"artifact": artifact, "backend": backend, "runs": runs})
+    regressions = [f"{r['artifact']} on {r['backend']} in {run['run']}: " + _regression_text(run["delta"])
+                   for r in rows for run in r["runs"] if run.get("delta", {}).get("regression")]
+    return {
+        "baseline": labels[base_index], "confidence": 0.95,
+        "runs": [{"label": label, "path": str(file), "name": r.get("name"), "recipe_hash": r.get("recipe_hash"),
+                  "passed": r.get("passed"), "samples": (r.get("reference") or {}).get("samples"),
+                  "machine": machine_line(r["machine"]) if r.get("machine") else None}
+                 for label, r, (_, file) in zip(labels, reports, loaded)],
+        "rows": rows, "regressions": regressions,
+    }
+
+
+def _regression_text(delta: dict[str, Any]) -> str:
+    if "top1_change_ci" not in delta:
+        return delta.get("why", "regression")
+    lo, hi = delta["top1_change_ci"]
+    test = f", McNemar p = {delta['p']:.2g}" if delta.get("p") is not None else f", {delta['method']}"
+    return (f"top-1 {100 * delta['top1_change']:+.2f} pts (95% CI {100 * lo:+.2f} to {100 * hi:+.2f}{test})")
+
+
+def compare_runs(paths: list[Path], baseline: Optional[str] = None) -> tuple[str, str]:
+    """(Markdown, HTML) of the runs side by side."""
+    from converter.reporting.compare_render import render_html, render_markdown
+
+    data = comparison(paths, baseline)
+    return render_markdown(data), render_html(data)

@@ -1,65 +1,99 @@
-"""report.html: the summary table and latency details of report.md plus two plots, in one self-contained file.
-
-Plots (matplotlib, Agg canvas, embedded as base64 PNG): top-1 drop against size and p50 latency
-against size, one colour per format, one marker per backend, the Pareto front (smaller and lower
-is better on both axes) drawn as a line through ringed points.
-"""
+"""report.html: the verdict and failures first, the summary table (fits 1400 px: long quantization maps
+shortened, full text on hover and in a footnote, intervals under their values), three plots with one panel
+per deployment target, then latency details, findings and notes. One self-contained file, no scripts."""
 from __future__ import annotations
 
-import base64
 import html
-import io
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from converter.reporting.markdown import (
-    LATENCY_HEADER, LATENCY_NOTE, SUMMARY_HEADER, failures, latency_cells, latency_rows, machine_line, notes,
-    reference_line, report_findings, summary_cells, summary_rows,
+from converter.reporting.cells import SUMMARY_HEADER, TABLE_NOTE, Cell, summary_table
+from converter.reporting.plot_data import artifact_numbers, drop_latency_points, drop_size_points, latency_size_points
+from converter.reporting.rows import (
+    LATENCY_HEADER, LATENCY_NOTE, latency_cells, latency_rows, machine_line, notes, reference_line, report_findings,
 )
+from converter.reporting.summary import failure_text, failures, headline, uncertain_summary
 
-FORMAT_COLOURS = {"savedmodel": "#4c4c4c", "tflite": "#1f77b4", "onnx": "#ff7f0e", "tfjs_graph": "#2ca02c",
-                  "tfjs_layers": "#9467bd"}
-BACKEND_MARKERS = {"tf": "s", "tflite": "o", "onnxruntime": "D", "tfjs-cpu": "^", "tfjs-wasm": "v"}
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
-th { background: #f2f2f2; }
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1360px; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.45em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; font-weight: 600; }
+td.num, td.name { white-space: nowrap; }
+td.num { text-align: right; }
+td small { display: block; color: #666; font-size: 11px; white-space: nowrap; }
 td.fail { color: #b00020; font-weight: bold; }
-.plots img { max-width: 48%; margin-right: 1%; }
+.verdict { padding: 0.6em 1em; border-radius: 4px; margin: 0.5em 0 1em; }
+.verdict.passed { background: #e8f5e9; border: 1px solid #81c784; }
+.verdict.failed { background: #fdecea; border: 1px solid #e57373; }
+.verdict p { margin: 0.2em 0; font-size: 1.1em; }
+.verdict ul { margin: 0.3em 0; padding-left: 1.4em; }
+.plots img { display: block; max-width: 100%; margin: 0.5em 0; }
+.key { font-size: 12px; color: #444; }
+.key span { margin-right: 1em; white-space: nowrap; }
+.key .fail { color: #b00020; }
+.footnotes { font-size: 12px; color: #444; }
 """
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both coordinates (both are better smaller), by x."""
-    front = [i for i, (x, y) in enumerate(points)
-             if not any(ox <= x and oy <= y and (ox < x or oy < y) for ox, oy in points)]
-    return sorted(front, key=lambda i: points[i])
+NAMES = {"artifact", "backend"}
+NUMERIC = {"size", "gzip", "top-1", "drop (pts)", "agreement", "p50 / p90 ms", "speed-up", "Δ top-1 (pts)", "Δ gzip",
+           "p50 ms", "Δ p50", "threads", "batch", "p90 ms", "p99 ms", "mean ± std ms", "throughput", "runs", "load ms",
+           "first run ms", "peak RSS MiB"}
 
 
 def render_html(report: dict[str, Any]) -> str:
     """The whole report.html text of a report dict: no external resources."""
-    rows = summary_rows(report)
     title = html.escape(str(report.get("name", "report")))
-    body = [f"<h1>{title}</h1>", f"<p>{_inline_code(reference_line(report))}</p>", f"<p>{html.escape(LATENCY_NOTE)}</p>",
-            html_table(SUMMARY_HEADER, [summary_cells(r) for r in rows])]
-    drop_points = [(r.artifact.get("size_bytes"), (r.metrics.get("top1_drop")), r) for r in rows]
-    latency_points = [(r.artifact.get("size_bytes"), r.latency["p50_ms"] if r.latency else None, r) for r in rows]
-    plots = [plot(_worst_per_artifact(drop_points), "top-1 drop (points)", 100.0),
-             plot(latency_points, "p50 latency (ms)", 1.0)]
-    images = [f'<img alt="{alt}" src="data:image/png;base64,{png}">' for alt, png in
-              zip(("top-1 drop against size", "latency against size"), plots) if png]
-    if images:
-        body += ["<h2>Size, accuracy and latency</h2>", f'<div class="plots">{"".join(images)}</div>']
+    body = [f"<h1>{title}</h1>", verdict_box(report), f"<p>{inline_code(reference_line(report))}</p>",
+            f"<p>{inline_code(LATENCY_NOTE)} {html.escape(TABLE_NOTE)}</p>"]
+    summary = summary_table(report)
+    body.append(cell_table(SUMMARY_HEADER, summary.cells))
+    if summary.footnotes:
+        body.append('<ol class="footnotes">' + "".join(f"<li><code>{html.escape(n)}</code></li>" for n in summary.footnotes)
+                    + "</ol>")
+    body += plots_section(report)
     timed = latency_rows(report)
     if timed:
         body += ["<h2>Latency</h2>", html_table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])]
-    for heading, items in (("Failures", failures(report)), ("Findings", report_findings(report)), ("Notes", notes(report))):
+    for heading, items in (("Findings", report_findings(report)), ("Notes", notes(report))):
         if items:
-            body += [f"<h2>{heading}</h2>", "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"]
+            body += [f"<h2>{heading}</h2>", bullet_list(items)]
     if report.get("machine"):
         body += ["<h2>Machine</h2>", f"<p>{html.escape(machine_line(report['machine']))}</p>"]
-    body.append(f"<p><strong>Overall: {'PASSED' if report.get('passed') else 'FAILED'}</strong></p>")
     return page(title, "\n".join(body))
+
+
+def verdict_box(report: dict[str, Any]) -> str:
+    passed = report.get("passed", True) and all(a.get("passed", True) for a in report.get("artifacts", []))
+    parts = [f'<div class="verdict {"passed" if passed else "failed"}"><p><strong>{html.escape(headline(report))}</strong></p>']
+    found = [failure_text(f) for f in failures(report)]
+    if found:
+        parts.append(bullet_list(found))
+    uncertain = uncertain_summary(report)
+    if uncertain:
+        parts.append(f"<p>{html.escape(uncertain)}</p>")
+    return "".join(parts) + "</div>"
+
+
+def plots_section(report: dict[str, Any]) -> list[str]:
+    from converter.reporting.plots import plot
+
+    figures = [
+        ("top-1 drop against download size", plot(drop_size_points(report), "download size (gzip, KiB)",
+                                                  "top-1 drop (points)", True, "Top-1 drop against download size")),
+        ("top-1 drop against latency", plot(drop_latency_points(report), "p50 latency (ms)", "top-1 drop (points)", True,
+                                            "Top-1 drop against latency")),
+        ("latency against download size", plot(latency_size_points(report), "download size (gzip, KiB)",
+                                               "p50 latency (ms)", False, "Latency against download size")),
+    ]
+    images = [f'<img alt="{alt}" src="data:image/png;base64,{png}">' for alt, png in figures if png]
+    if not images:
+        return []
+    failed = {a["name"] for a in report.get("artifacts", []) if not a.get("passed", True)}
+    key = "".join(f'<span{" class=fail" if name in failed else ""}><strong>{number}</strong> {html.escape(name)}</span>'
+                  for name, number in artifact_numbers(report).items())
+    return ["<h2>Accuracy, size and latency</h2>",
+            "<p>Error bars: 95% intervals of the drop. Sizes are gzip sizes (what a user downloads). "
+            "Each panel is one deployment target; its Pareto front joins the passing artifacts nothing beats on both axes.</p>",
+            f'<div class="plots">{"".join(images)}</div>', f'<p class="key">{key}</p>']
 
 
 def page(title: str, body: str) -> str:
@@ -68,71 +102,31 @@ def page(title: str, body: str) -> str:
             f"<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
 
 
-def html_table(header: Any, rows: list[list[str]], header_rows: Optional[list[str]] = None) -> str:
-    """A table of escaped cells; a cell reading FAIL gets the 'fail' class. header_rows: extra raw <tr> above."""
-    head = "".join(header_rows or []) + "<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"
-    body = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in rows)
+def bullet_list(items: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _cell_td(cell: Cell, column: str) -> str:
+    kind = "num" if column in NUMERIC else "name" if column in NAMES else ""
+    classes = " ".join(c for c in (kind, "fail" if cell.fail else "") if c)
+    attributes = (f' class="{classes}"' if classes else "") + (f' title="{html.escape(cell.title)}"' if cell.title else "")
+    note = f"<small>{html.escape(cell.note)}</small>" if cell.note else ""
+    return f"<td{attributes}>{html.escape(cell.text)}{note}</td>"
+
+
+def cell_table(header: Sequence[str], rows: Sequence[Sequence[Cell]], header_rows: Optional[list[str]] = None) -> str:
+    """A table of Cells: numeric columns right-aligned, notes stacked under values, titles on hover."""
+    head = "".join(header_rows or []) + "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+    body = "".join("<tr>" + "".join(_cell_td(c, h) for c, h in zip(row, header)) + "</tr>" for row in rows)
     return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
 
 
-def _td(cell: str) -> str:
-    return f'<td class="fail">{html.escape(cell)}</td>' if cell == "FAIL" else f"<td>{html.escape(cell)}</td>"
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], header_rows: Optional[list[str]] = None) -> str:
+    """A table of plain escaped cells; a cell reading FAIL gets the 'fail' class. header_rows: extra raw <tr> above."""
+    return cell_table(header, [[Cell(str(c), fail=c == "FAIL") for c in row] for row in rows], header_rows)
 
 
-def _inline_code(text: str) -> str:
+def inline_code(text: str) -> str:
+    """Escape, and turn `backtick` spans into <code>."""
     parts = html.escape(text).split("`")
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _worst_per_artifact(points: list[tuple[Any, Any, Any]]) -> list[tuple[Any, Any, Any]]:
-    """One point per artifact: its largest top-1 drop over the backends it was evaluated on."""
-    worst: dict[str, tuple[Any, Any, Any]] = {}
-    for x, y, row in points:
-        name = row.artifact["name"]
-        if y is not None and (name not in worst or y > worst[name][1]):
-            worst[name] = (x, y, row)
-    return list(worst.values())
-
-
-def plot(points: list[tuple[Any, Any, Any]], ylabel: str, scale: float) -> Optional[str]:
-    """A size-vs-metric scatter as base64 PNG, or None without two or more plottable points."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
-
-    usable = [(x / 1024, y * scale, row) for x, y, row in points if x and y is not None]
-    if len(usable) < 2:
-        return None
-    figure = Figure(figsize=(6.4, 4.4), dpi=110)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    seen: set[str] = set()
-    for x, y, row in usable:
-        fmt = row.artifact["format"]
-        label = f"{fmt} / {row.backend}" if f"{fmt} / {row.backend}" not in seen else None
-        seen.add(f"{fmt} / {row.backend}")
-        axes.scatter(x, y, color=FORMAT_COLOURS.get(fmt, "#17becf"), marker=BACKEND_MARKERS.get(row.backend, "o"),
-                     s=42, label=label, zorder=3)
-        axes.annotate(row.artifact["name"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-    front = pareto_front([(x, y) for x, y, _ in usable])
-    axes.plot([usable[i][0] for i in front], [usable[i][1] for i in front], color="#d62728", linestyle="--",
-              linewidth=1, zorder=2, drawstyle="steps-post", label="Pareto front")
-    axes.scatter([usable[i][0] for i in front], [usable[i][1] for i in front], s=150, facecolors="none",
-                 edgecolors="#d62728", linewidths=1.2, zorder=4)
-    axes.set_xscale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axes.xaxis.set_major_formatter(plain)
-    axes.xaxis.set_minor_formatter(plain)
-    values = [y for _, y, _ in usable]
-    if min(values) > 0 and max(values) / min(values) > 20:
-        axes.set_yscale("log")
-        axes.yaxis.set_major_formatter(plain)
-        ylabel += ", log scale"
-    axes.set_xlabel("size (KiB, log scale)")
-    axes.set_ylabel(ylabel)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,213 +1,57 @@
-"""report.md: one summary row per (artifact, backend), latency details, failures, findings, notes.
-
-The rows and cell texts are built here once (summary_rows, summary_cells, latency_cells) and shared
-with the HTML report and the comparison of runs, so all three say the same thing.
-"""
+"""report.md: the verdict and the failures first, then one summary row per (artifact, backend), latency
+details, findings and notes. Cells come from converter.reporting.cells, shared with report.html."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Sequence
 
-from converter.benchmark.findings import float_sibling, matching_row, timed_rows
-from converter.benchmark.findings import findings as latency_findings
-
-MISSING = "–"
-SUMMARY_HEADER = ("artifact", "format", "quantization", "backend", "size", "size ratio", "top-1", "top-1 drop (pts)",
-                  "agreement", "p50 / p90 ms", "speed-up", "verdict")
-LATENCY_HEADER = ("artifact", "backend", "threads", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ± std ms", "runs",
-                  "load ms", "first run ms", "peak RSS MiB", "runtime path")
-LATENCY_NOTE = ("Latency: p50 / p90 in ms at batch 1 (or the smallest batch timed) with the most threads timed, "
-                "written `@N` for N threads; speed-up is against the float artifact of the same format family on "
-                "the same backend, threads and batch; size ratio is against the SavedModel reference.")
+from converter.reporting.cells import SUMMARY_HEADER, TABLE_NOTE, Cell, summary_table
+from converter.reporting.rows import (
+    LATENCY_HEADER, LATENCY_NOTE, latency_cells, latency_rows, machine_line, notes, reference_line, report_findings,
+)
+from converter.reporting.summary import failure_text, failures, headline, uncertain_summary
 
 
-@dataclass
-class SummaryRow:
-    """What the summary table says about one artifact on one backend."""
-
-    artifact: dict[str, Any]
-    backend: str
-    metrics: dict[str, Any]
-    latency: Optional[dict[str, Any]]  # the chosen latency row, if one was timed
-    speedup: Optional[float]
-    size_ratio: Optional[float]
-    passed: bool
-
-
-def fmt(value: Any, kind: str = "") -> str:
-    """A cell: '–' for missing, percentages, signed points, byte sizes, ms, ratios, or 4 significant digits."""
-    if value is None:
-        return MISSING
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
-    if kind == "pts":
-        return f"{100 * value:.2f}".replace("-0.00", "0.00")
-    if kind == "bytes":
-        return f"{value / 1024:.1f} KiB" if value < 1024 * 1024 else f"{value / 1024 / 1024:.2f} MiB"
-    if kind == "ms":
-        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
-    if kind == "x":
-        return f"{value:.2f}×"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def headline_row(artifact: dict[str, Any], backend: str) -> Optional[dict[str, Any]]:
-    """The latency row a summary shows: smallest batch (1 when timed), then the most threads."""
-    rows = [r for r in timed_rows(artifact) if r["backend"] == backend]
-    if not rows:
-        return None
-    batch = min(r["batch"] for r in rows)
-    return max((r for r in rows if r["batch"] == batch), key=lambda r: r["threads"])
-
-
-def reference_size(report: dict[str, Any]) -> Optional[int]:
-    return next((a.get("size_bytes") for a in report.get("artifacts", []) if a["format"] == "savedmodel"), None)
-
-
-def summary_rows(report: dict[str, Any]) -> list[SummaryRow]:
-    """One row per (artifact, backend) the artifact was evaluated or timed on; one row for an artifact with neither."""
-    artifacts = report.get("artifacts", [])
-    ref_size = reference_size(report)
-    rows = []
-    for artifact in artifacts:
-        evaluations = {e["backend"]: e for e in artifact.get("evaluations", [])}
-        backends = list(dict.fromkeys([*evaluations, *(r["backend"] for r in artifact.get("latency", []))]))
-        size_ratio = artifact.get("size_ratio")
-        if size_ratio is None and ref_size and artifact.get("size_bytes"):
-            size_ratio = artifact["size_bytes"] / ref_size
-        sibling = float_sibling(artifact, artifacts)
-        for backend in backends or [MISSING]:
-            evaluation = evaluations.get(backend)
-            latency = headline_row(artifact, backend)
-            rows.append(SummaryRow(
-                artifact=artifact, backend=backend, metrics=(evaluation or {}).get("metrics") or {},
-                latency=latency, speedup=_speedup(artifact, sibling, latency), size_ratio=size_ratio,
-                passed=evaluation["passed"] if evaluation else artifact.get("passed", "error" not in artifact)))
-    return rows
-
-
-def _speedup(artifact: dict[str, Any], sibling: Optional[dict[str, Any]], latency: Optional[dict[str, Any]]) -> Optional[float]:
-    if latency is None:
-        return None
-    if artifact.get("quantization") == "none":
-        return 1.0
-    if sibling is None:
-        return None
-    base = matching_row(sibling, latency["backend"], latency["threads"], latency["batch"])
-    return base["p50_ms"] / latency["p50_ms"] if base and latency["p50_ms"] > 0 else None
-
-
-def latency_cell(row: Optional[dict[str, Any]]) -> str:
-    if row is None:
-        return MISSING
-    return f"{fmt(row['p50_ms'], 'ms')} / {fmt(row.get('p90_ms'), 'ms')} @{row['threads']}"
-
-
-def summary_cells(row: SummaryRow) -> list[str]:
-    a, m = row.artifact, row.metrics
-    return [a["name"], a["format"], a.get("quantization", "none"), row.backend, fmt(a.get("size_bytes"), "bytes"),
-            fmt(row.size_ratio, "x"), fmt(m.get("top1"), "pct"), fmt(m.get("top1_drop"), "pts"),
-            fmt(m.get("top1_agreement"), "pct"), latency_cell(row.latency), fmt(row.speedup, "x"),
-            "pass" if row.passed else "FAIL"]
-
-
-def runtime_path(row: dict[str, Any]) -> str:
-    """The execution path a latency row really took, in a few words."""
-    runtime = row.get("runtime") or {}
-    settings = runtime.get("settings") or {}
-    name = f"{runtime.get('runtime', row['backend'])} {runtime.get('version') or ''}".strip()
-    if "xnnpack" in settings:
-        return f"{name}, XNNPACK {'on' if settings['xnnpack'] else 'off'}, {_threads(settings.get('num_threads'))}"
-    if "providers" in settings:
-        return f"{name}, {'+'.join(settings['providers'])}, intra-op {settings.get('intra_op_num_threads')}"
-    if "intra_op_threads" in settings:
-        return f"{name}, intra-op {settings['intra_op_threads']}, inter-op {settings.get('inter_op_threads')}"
-    if "simd" in settings:
-        simd = ", SIMD " + ("on" if settings["simd"] else "off") if settings.get("backend") == "wasm" else ""
-        return f"{name} {settings.get('backend')}{simd}, {_threads(settings.get('threads', 1))}"
-    return name
-
-
-def _threads(count: Any) -> str:
-    return f"{count} thread" + ("" if count == 1 else "s")
-
-
-def latency_rows(report: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(artifact, row) for every latency row, errors included."""
-    return [(a, r) for a in report.get("artifacts", []) for r in a.get("latency", [])]
-
-
-def latency_cells(artifact: dict[str, Any], row: dict[str, Any]) -> list[str]:
-    head = [artifact["name"], row["backend"], str(row.get("threads", MISSING)), str(row.get("batch", MISSING))]
-    if "error" in row:
-        return head + [f"error: {row['error']}"] + [""] * (len(LATENCY_HEADER) - len(head) - 1)
-    return head + [fmt(row["p50_ms"], "ms"), fmt(row.get("p90_ms"), "ms"), fmt(row.get("p99_ms"), "ms"),
-                   f"{fmt(row.get('mean_ms'), 'ms')} ± {fmt(row.get('std_ms'), 'ms')}", fmt(row.get("n")),
-                   fmt(row.get("load_ms"), "ms"), fmt(row.get("first_inference_ms"), "ms"),
-                   fmt(round(row["peak_rss_mb"], 1) if row.get("peak_rss_mb") is not None else None), runtime_path(row)]
-
-
-def report_findings(report: dict[str, Any]) -> list[str]:
-    """The report's own findings when it stores them, else computed from its latency rows."""
-    return report["findings"] if "findings" in report else latency_findings(report)
-
-
-def notes(report: dict[str, Any]) -> list[str]:
-    """Recipe warnings, exporter notes and latency notes, each once."""
-    items = list(report.get("warnings", []))
-    for artifact in report.get("artifacts", []):
-        items += [f"{artifact['name']}: {n}" for n in artifact.get("notes", [])]
-        items += [f"{artifact['name']} on {r['backend']}: {n}" for r in artifact.get("latency", []) for n in r.get("notes", [])]
-    for stage in report.get("stages", []):
-        items += [f"stage {stage['name']}: {n}" for n in stage.get("notes", [])]
-    return list(dict.fromkeys(items))
-
-
-def failures(report: dict[str, Any]) -> list[str]:
-    return [reason for a in report.get("artifacts", []) if not a.get("passed", True) for reason in a.get("failures", [])]
-
-
-def reference_line(report: dict[str, Any]) -> str:
-    ref = report.get("reference") or {}
-    line = f"Reference: `{ref.get('model', MISSING)}` ({ref.get('format', MISSING)})"
-    top1 = (ref.get("metrics") or {}).get("top1")
-    if top1 is not None:
-        line += f", top-1 {fmt(top1, 'pct')} on {ref.get('samples', MISSING)} samples"
-    return line
-
-
-def machine_line(machine: dict[str, Any]) -> str:
-    flags = ", ".join(machine.get("isa_flags") or []) or "none listed"
-    return (f"{machine.get('cpu_model', MISSING)}, {machine.get('cores', MISSING)} cores, "
-            f"{machine.get('memory_gb', MISSING)} GB, {machine.get('os', MISSING)}; ISA: {flags}")
-
-
-def table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     """A Markdown table; pipes inside cells are escaped."""
-    def line(cells: list[str] | tuple[str, ...]) -> str:
+    def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
     return [line(header), "|" + "---|" * len(header)] + [line(r) for r in rows]
 
 
+def markdown_cell(cell: Cell) -> str:
+    text = f"**{cell.text}**" if cell.fail else cell.text
+    if not cell.note:
+        return text
+    return f"{text} {cell.note}" if cell.note.startswith("[") or "×" in cell.note else f"{text} ({cell.note})"
+
+
+def verdict_section(report: dict[str, Any]) -> list[str]:
+    """The headline in bold, the failures and the uncertain passes: what a reader needs first."""
+    lines = [f"**{headline(report)}**", ""]
+    found = failures(report)
+    if found:
+        lines += ["## Failures", ""] + [f"- {failure_text(f)}" for f in found] + [""]
+    uncertain = uncertain_summary(report)
+    if uncertain:
+        lines += [uncertain, ""]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole report.md text of a report dict (the report.json contract)."""
-    lines = [f"# {report.get('name', 'report')}", "", reference_line(report), "", LATENCY_NOTE, ""]
-    rows = summary_rows(report)
-    cells = [summary_cells(r) for r in rows]
-    for cell, row in zip(cells, rows):
-        if not row.passed:
-            cell[-1] = "**FAIL**"
-    lines += table(SUMMARY_HEADER, cells)
+    lines = [f"# {report.get('name', 'report')}", "", *verdict_section(report), reference_line(report), "",
+             f"{LATENCY_NOTE} {TABLE_NOTE}", ""]
+    summary = summary_table(report)
+    lines += table(SUMMARY_HEADER, [[markdown_cell(c) for c in row] for row in summary.cells])
+    if summary.footnotes:
+        lines += [""] + [f"- [{i}] `{name}`" for i, name in enumerate(summary.footnotes, 1)]
     timed = latency_rows(report)
     if timed:
         lines += ["", "## Latency", ""] + table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])
-    for title, items in (("Failures", failures(report)), ("Findings", report_findings(report)), ("Notes", notes(report))):
+    for title, items in (("Findings", report_findings(report)), ("Notes", notes(report))):
         if items:
             lines += ["", f"## {title}", ""] + [f"- {item}" for item in items]
     if report.get("machine"):
         lines += ["", "## Machine", "", machine_line(report["machine"])]
-    lines += ["", f"Overall: {'PASSED' if report.get('passed') else 'FAILED'}", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
