@@ -12,7 +12,8 @@ import numpy as np
 from converter.budget import failures as budget_failures
 from converter.evaluate import parity_verdict
 from converter.executor import Outcome
-from converter.metrics import label_metrics, pack_bits
+from converter import stats
+from converter.metrics import label_metrics
 from converter.plan import ExportPlan, Plan
 from converter.recipe.loader import LoadedRecipe
 from converter.records import Artifact, Evaluation, Failure, Reference, RunResult, StageRecord
@@ -52,8 +53,11 @@ def _reference(plan: Plan, outcomes: dict[str, Outcome]) -> Reference:
     data = load(outcomes[step.parents["data"]].entry, step.config["take"])
     reference.samples = int(len(output))
     reference.metrics = label_metrics(output, data.y)
+    reference.eval_data_id = step.parents["data"] + (f"-first{step.config['take']}" if step.config["take"] else "")
     if "top1" in reference.metrics:
-        reference.per_sample = {"n": int(len(output)), "correct": pack_bits(np.argmax(output, axis=1) == data.y)}
+        correct = np.argmax(output, axis=1) == data.y
+        reference.per_sample = stats.encode_per_sample(correct)
+        reference.metrics["top1_ci"] = list(stats.wilson(int(correct.sum()), len(correct)))
     return reference
 
 
@@ -82,7 +86,8 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
         setattr(artifact, key, record.get(key, getattr(artifact, key)))
     budget = loaded.recipe.verify.budget().merged(spec.verify)
     for backend, step in export.checks.items():
-        artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference))
+        artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference,
+                                                loaded.recipe.verify.within_noise))
     for backend, why in export.skipped.items():
         requested = spec.backends is not None and backend in spec.backends
         evaluation = Evaluation(backend, "error" if requested else "skipped", skipped=why)
@@ -100,7 +105,8 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
     return artifact
 
 
-def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Reference) -> Evaluation:
+def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Reference,
+                within_noise: str = "point") -> Evaluation:
     record, backend = outcome.record, outcome.step.config["backend"]
     evaluation = Evaluation(backend, "passed", runtime=record.get("runtime"),
                             budget={k: v for k, v in budget.model_dump().items() if v is not None})
@@ -118,9 +124,14 @@ def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Referen
     metrics = dict(record.get("metrics") or {})
     if "top1" in metrics and "top1" in reference.metrics:
         metrics["top1_drop"] = reference.metrics["top1"] - metrics["top1"]
-    evaluation.metrics = metrics
     evaluation.per_sample = record.get("per_sample") or {}
-    problems += budget_failures(metrics, budget, artifact.name, backend)
+    if evaluation.per_sample and reference.per_sample:
+        agree = evaluation.per_sample.get("agree")
+        metrics.update(stats.evaluation_stats(
+            stats.decode_per_sample(reference.per_sample), stats.decode_per_sample(evaluation.per_sample),
+            stats.decode_per_sample({"correct": agree, "n": evaluation.per_sample["n"]}) if agree else None))
+    evaluation.metrics = metrics
+    problems += budget_failures(metrics, budget, artifact.name, backend, within_noise)
     evaluation.reasons = [str(p) for p in problems]
     evaluation.status = "failed" if problems else "passed"
     artifact.problems += problems
@@ -144,7 +155,7 @@ class Judge:
         spec = export.spec
         artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
         budget = self.loaded.recipe.verify.budget().merged(spec.verify)
-        evaluation = _evaluation(artifact, outcome, budget, self._reference)
+        evaluation = _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
         where = f"{spec.name} on {evaluation.backend}"
         if not evaluation.passed:
             return f"[red]FAIL[/red] {_escape(evaluation.reasons[0] if evaluation.reasons else where)}"

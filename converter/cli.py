@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -106,9 +107,14 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show TensorFlow's and the converters' own output "
                                  "(otherwise kept in <out>/convert.log)."),
     json_only: bool = typer.Option(False, "--json", help="Plain progress lines on stderr, the JSON summary on stdout."),
+    junit_xml: Optional[Path] = typer.Option(None, "--junit-xml", help="Also write JUnit XML: one test case per "
+                                             "artifact and backend."),
     debug: bool = DebugOpt,
 ) -> None:
-    """Run a recipe: pipeline, exports, verification, benchmarks and reports."""
+    """Run a recipe: pipeline, exports, verification, benchmarks and reports.
+
+    Under GitHub Actions (GITHUB_ACTIONS=true) failures also become annotations, and a job summary that opens
+    with the verdict is appended to $GITHUB_STEP_SUMMARY."""
     from rich.console import Console
 
     from converter import api
@@ -136,6 +142,19 @@ def run(
     }
     if not json_only:
         console.print(summary_table(report.data))
+    if junit_xml:
+        from converter.reporting.junit import render_junit
+
+        junit_xml.parent.mkdir(parents=True, exist_ok=True)
+        junit_xml.write_text(render_junit(report.data))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        from converter.reporting.github import annotations, job_summary
+
+        for annotation in annotations(report.data):
+            typer.echo(annotation)  # workflow commands on stdout, before the JSON summary line
+        if os.environ.get("GITHUB_STEP_SUMMARY"):
+            with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as handle:
+                handle.write(job_summary(report.data))
     for artifact in report.artifacts:
         for reason in artifact["failures"]:
             typer.echo(f"FAIL {reason}", err=True)

@@ -72,26 +72,12 @@ def compare(output: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarr
     return metrics
 
 
-def pack_bits(values: np.ndarray) -> str:
-    """A boolean vector as base64 of np.packbits (the report's per-sample encoding)."""
-    import base64
-
-    return base64.b64encode(np.packbits(np.asarray(values, dtype=bool)).tobytes()).decode("ascii")
-
-
-def unpack_bits(text: str, n: int) -> np.ndarray:
-    import base64
-
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
-
-
 def per_sample(output: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray]) -> dict[str, object]:
-    """Per-sample outcomes for paired statistics, in evaluation order: `correct` (top-1 equals the label) and
-    `agree` (top-1 equals the reference's), packed; empty for outputs that are not class scores."""
-    if not is_classifier(output, labels):
+    """Per-sample outcomes for paired statistics, in evaluation order, packed (converter.stats): `correct` (top-1
+    equals the label) and `agree` (top-1 equals the reference's); empty for outputs that are not class scores."""
+    from converter.stats import encode_per_sample
+
+    if not is_classifier(output, labels) or labels is None:
         return {}
     top1 = np.argmax(output, axis=1)
-    result: dict[str, object] = {"n": int(len(output)), "agree": pack_bits(top1 == np.argmax(reference, axis=1))}
-    if labels is not None:
-        result["correct"] = pack_bits(top1 == labels)
-    return result
+    return {**encode_per_sample(top1 == labels), "agree": encode_per_sample(top1 == np.argmax(reference, axis=1))["correct"]}

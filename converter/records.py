@@ -111,6 +111,7 @@ class Reference:
     samples: Optional[int] = None
     metrics: dict[str, Any] = field(default_factory=dict)
     per_sample: dict[str, Any] = field(default_factory=dict)
+    eval_data_id: Optional[str] = None  # which samples, in which order: two runs with the same id can be paired
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

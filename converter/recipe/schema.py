@@ -245,6 +245,10 @@ class VerifySection(Budget):
     batch_size: int = Field(32, ge=1, description="Batch size of evaluation.")
     limit: Optional[int] = Field(None, gt=0, description="Evaluate on at most this many samples.")
     enabled: bool = Field(True, description="Evaluate every artifact on the eval data.")
+    within_noise: Literal["point", "pass", "fail"] = Field(
+        "point", description="A top-1 drop or agreement whose 95 % interval straddles its budget is within noise: "
+        "'point' judges the measured value, 'pass' or 'fail' decide it either way (the report says which, and how "
+        "many samples would decide it).")
 
     def budget(self) -> Budget:
         return Budget(**{k: getattr(self, k) for k in Budget.model_fields})
