@@ -1,11 +1,24 @@
-"""The interface every runtime adapter implements: load, run a batch, describe itself."""
+"""The interface every runtime adapter implements: load, run a batch, describe itself; optionally list and
+read the artifact's intermediate tensors (converter/explain/ uses them to localise an error)."""
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor of the artifact that `Runtime.intermediates` can read."""
+
+    name: str  # as intermediates() takes it (a TF.js node or layer, a TFLite tensor, an ONNX value name)
+    op: str  # the op (or layer class) that produces it; 'input' for the model's inputs
+    inputs: tuple[str, ...] = ()  # the tensors it is computed from, constants excluded
+    weights: tuple[str, ...] = ()  # its constant inputs (weights), named as the artifact stores them
+    node: str = ""  # the producing node's own name, where the format names nodes apart from tensors (ONNX)
 
 
 class Runtime(abc.ABC):
@@ -38,6 +51,22 @@ class Runtime(abc.ABC):
 
     def close(self) -> None:
         """Release the runtime (processes, sessions)."""
+
+    # -- optional: intermediate tensors ------------------------------------------------------------
+    def tensors(self) -> list[TensorInfo]:
+        """Every tensor `intermediates` can read, producers before consumers (after load())."""
+        raise NotImplementedError(f"the {self.backend or type(self).__name__} adapter cannot read intermediate tensors")
+
+    def intermediates(self, inputs: list[np.ndarray], names: Sequence[str],
+                      feeds: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
+        """The values of the named tensors for one batch: float tensors as float32; integer tensors dequantized
+        where the tensor carries its own scale and zero point (TFLite), else as they are.
+
+        With `feeds` (tensor names, one per array in `inputs`), the arrays are fed in place of those tensors
+        and only what lies between them and `names` is computed: one op re-run on given inputs (a feed that is a
+        model input takes the layout run() takes). Adapters that cannot cut the graph raise NotImplementedError.
+        """
+        raise NotImplementedError(f"the {self.backend or type(self).__name__} adapter cannot read intermediate tensors")
 
     def __enter__(self) -> "Runtime":
         self.load()

@@ -7,7 +7,7 @@ import numpy as np
 
 from converter.errors import ConversionError
 from converter.exports.onnx import NCHW_METADATA
-from converter.runtimes.base import Runtime
+from converter.runtimes.base import Runtime, TensorInfo
 
 FILENAME = "model.onnx"
 PROVIDER = "CPUExecutionProvider"
@@ -66,6 +66,79 @@ class OnnxRuntime(Runtime):
 
     def close(self) -> None:
         self._session = None
+        self._parts = {}
+
+    # -- intermediate tensors: a copy of the graph with the wanted tensors as outputs -----------------------
+    def _graph(self):
+        """The model with inferred value types (loaded once, external data included)."""
+        import onnx
+
+        if getattr(self, "_proto", None) is None:
+            model = self.path / FILENAME if self.path.is_dir() else self.path
+            self._proto = onnx.shape_inference.infer_shapes(onnx.load(str(model)))
+        return self._proto
+
+    def tensors(self) -> list[TensorInfo]:
+        """Every node output in graph order (ONNX keeps nodes topologically sorted); initializers, and what is
+        computed from them alone (a weight's DequantizeLinear), are weights."""
+        graph = self._graph().graph
+        constant = {i.name for i in graph.initializer}
+        result = [TensorInfo(i.name, "input") for i in graph.input if i.name not in constant]
+        for node in graph.node:
+            live = tuple(i for i in node.input if i and i not in constant)
+            weights = tuple(i for i in node.input if i and i in constant)
+            if not live:
+                constant.update(node.output)
+                continue
+            result += [TensorInfo(o, node.op_type, live, weights, node.name) for o in node.output if o]
+        return result
+
+    def intermediates(self, inputs: list[np.ndarray], names, feeds=None) -> dict[str, np.ndarray]:
+        """Run a copy of the graph whose outputs are `names`; with `feeds`, the part of it between those
+        tensors and `names` (onnx.utils.Extractor), with the same session options as run()."""
+        import onnxruntime as ort
+
+        key = (tuple(names), tuple(feeds) if feeds is not None else None)
+        if not hasattr(self, "_parts"):
+            self._parts = {}
+        if key not in self._parts:
+            proto = self._part(list(names), list(feeds) if feeds is not None else None)
+            try:
+                self._parts = {key: ort.InferenceSession(proto.SerializeToString(), sess_options=self._options,
+                                                          providers=[PROVIDER])}
+            except Exception as error:
+                raise ConversionError(f"onnxruntime cannot run the part of {self.path} that computes "
+                                      f"{', '.join(names)[:200]}: {' '.join(str(error).split())[:300]}") from None
+        session = self._parts[key]
+        if feeds is None:
+            feed = {meta.name: self._layout(meta.name, np.asarray(v)).astype(_numpy_type(meta.type), copy=False)
+                    for meta, v in zip(self._inputs, inputs)}
+        else:
+            types = {meta.name: meta.type for meta in session.get_inputs()}
+            feed = {name: self._layout(name, np.asarray(v)).astype(_numpy_type(types[name]), copy=False)
+                    for name, v in zip(feeds, inputs)}
+        values = session.run(list(names), feed)
+        return {name: (np.asarray(v, dtype=np.float32) if np.asarray(v).dtype.kind == "f" else np.asarray(v))
+                for name, v in zip(names, values)}
+
+    def _part(self, names: list[str], feeds):
+        import onnx
+        from onnx import helper
+
+        model = self._graph()
+        if feeds is not None:
+            from onnx.utils import Extractor
+
+            return Extractor(model).extract_model(feeds, names)
+        types = {v.name: v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.value_info, *model.graph.output]}
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        del copy.graph.output[:]
+        for name in names:
+            if name not in types:
+                raise KeyError(f"no typed tensor named {name!r} in {self.path}")
+            copy.graph.output.append(helper.make_tensor_value_info(name, types[name], None))
+        return copy
 
 
 def _numpy_type(onnx_type: str) -> np.dtype:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from converter.errors import ConversionError, DependencyError
-from converter.runtimes.base import Runtime
+from converter.runtimes.base import Runtime, TensorInfo
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNNER = JS_DIR / "runner.cjs"
@@ -96,6 +96,61 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the runner still exits when its stdin closes
+
+
+def _graph_tensors(topology: dict[str, Any]) -> list[TensorInfo]:
+    nodes = topology["node"]
+    constants = {n["name"] for n in nodes if n["op"] == "Const"}
+    tensors = []
+    for node in nodes:
+        if node["op"] == "Const":
+            continue
+        sources = [i.split(":")[0] for i in node.get("input", []) if not i.startswith("^")]
+        op = "input" if node["op"] == "Placeholder" else node["op"]
+        tensors.append(TensorInfo(node["name"], op, tuple(s for s in sources if s not in constants),
+                                  tuple(s for s in sources if s in constants), node["name"]))
+    return _producers_first(tensors)
+
+
+def _layer_tensors(model_config: dict[str, Any], weights: list[str]) -> list[TensorInfo]:
+    tensors = []
+    layers = model_config["config"]["layers"]
+    previous = None
+    for layer in layers:
+        name = layer["config"]["name"]
+        if "inbound_nodes" in layer:
+            inbound = [i[0] for node in layer["inbound_nodes"][:1] for i in node if isinstance(i, list)]
+        else:  # Sequential: each layer reads the one before
+            inbound = [previous] if previous else []
+        own = tuple(w for w in weights if w.startswith(name + "/"))
+        op = "input" if layer["class_name"] == "InputLayer" else layer["class_name"]
+        tensors.append(TensorInfo(name, op, tuple(inbound), own, name))
+        previous = name
+    return tensors
+
+
+def _producers_first(tensors: list[TensorInfo]) -> list[TensorInfo]:
+    """A topological order (model.json lists nodes in no promised order), stable otherwise."""
+    by_name = {t.name: t for t in tensors}
+    done: set[str] = set()
+    order: list[TensorInfo] = []
+
+    def visit(name: str) -> None:
+        stack = [(name, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in done or current not in by_name:
+                continue
+            if expanded:
+                done.add(current)
+                order.append(by_name[current])
+                continue
+            stack.append((current, True))
+            stack.extend((i, False) for i in reversed(by_name[current].inputs) if i not in done)
+
+    for tensor in tensors:
+        visit(tensor.name)
+    return order
 
 
 class _RunnerError(Exception):
@@ -189,6 +244,30 @@ class TfjsRuntime(Runtime):
         """{'backend', 'runtime': 'tfjs', 'version', 'settings': {backend, simd, threads, ...}}."""
         return {"backend": self.backend, "runtime": "tfjs", "version": self._version,
                 "settings": {**(self.info.get("settings") or {}), "threads_requested": self.threads}}
+
+    def tensors(self) -> list[TensorInfo]:
+        """Graph models: every node but the constants, in model.json order (producers first, as the converter
+        writes them); layers models: every layer, its weights named as model.json's manifest names them."""
+        model = json.loads((self.path / "model.json").read_text())
+        topology = model["modelTopology"]
+        if self.model_type == "graph":
+            return _graph_tensors(topology)
+        weights = [w["name"] for group in model["weightsManifest"] for w in group["weights"]]
+        return _layer_tensors(topology["model_config"], weights)
+
+    def intermediates(self, inputs: list[np.ndarray], names, feeds=None) -> dict[str, np.ndarray]:
+        """Graph models: the named nodes' outputs (model.execute), `feeds` naming the nodes the inputs stand for;
+        layers models: the named layers' outputs (a sub-model), or with `feeds` one layer applied to the inputs."""
+        header: dict[str, Any] = {"cmd": "intermediates", "names": list(names)}
+        arrays = self._wire_inputs(inputs) if feeds is None else [np.ascontiguousarray(a, dtype=np.float32) for a in inputs]
+        if feeds is not None:
+            header["feeds"] = list(feeds)
+        try:
+            reply, outputs = self._call(header, arrays)
+        except _RunnerError as err:
+            raise ConversionError(f"{self.path}: TF.js ({self.backend}) cannot read {', '.join(names)[:200]}: {err}") from None
+        return {spec["name"]: (o.astype(np.float32) if o.dtype == np.float32 else o)
+                for spec, o in zip(reply["outputs"], outputs)}
 
     @property
     def user_metadata(self) -> Optional[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from converter.errors import ConversionError
-from converter.runtimes.base import Runtime
+from converter.runtimes.base import Runtime, TensorInfo
 
 FILENAME = "model.tflite"
 _DELEGATE = "DELEGATE"  # the op name of a node a delegate took over
@@ -89,6 +89,57 @@ class TFLiteRuntime(Runtime):
 
     def close(self) -> None:
         self._interpreter = None
+        self._debug = None
+
+    # -- intermediate tensors: a second interpreter that keeps every tensor, without delegates ------------
+    def _inspector(self):
+        """An interpreter with experimental_preserve_all_tensors and no delegate (XNNPACK would hide the tensors
+        inside its partitions): the builtin kernels, whose results can differ from XNNPACK's by rounding."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        if getattr(self, "_debug", None) is None:
+            model = self.path / FILENAME if self.path.is_dir() else self.path
+            self._debug = Interpreter(model_path=str(model), num_threads=self._threads,
+                                      experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                      experimental_preserve_all_tensors=True)
+            self._debug.allocate_tensors()
+            self._debug_shapes = None
+        return self._debug
+
+    def tensors(self) -> list[TensorInfo]:
+        """The output tensor of every op, in execution order; constant inputs are its weights."""
+        interpreter = self._inspector()
+        ops = interpreter._get_ops_details()  # the only reader of op types and operands LiteRT offers
+        produced = {t for op in ops for t in op["outputs"]}
+        graph_inputs = {d["index"] for d in interpreter.get_input_details()}
+        name = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+        result = [TensorInfo(name[i], "input") for i in sorted(graph_inputs)]
+        for op in ops:
+            live = tuple(name[t] for t in op["inputs"] if t >= 0 and (t in produced or t in graph_inputs))
+            constant = tuple(name[t] for t in op["inputs"] if t >= 0 and t not in produced and t not in graph_inputs)
+            result += [TensorInfo(name[t], op["op_name"], live, constant) for t in op["outputs"]]
+        return result
+
+    def intermediates(self, inputs: list[np.ndarray], names, feeds=None) -> dict[str, np.ndarray]:
+        """The named tensors after one invoke of the inspecting interpreter, integer tensors dequantized."""
+        if feeds is not None:
+            raise NotImplementedError("LiteRT cannot run part of a model on given inputs")
+        interpreter = self._inspector()
+        details = interpreter.get_input_details()
+        shapes = [tuple(np.shape(x)) for x in inputs]
+        if shapes != [tuple(d["shape"]) for d in details]:
+            for detail, shape in zip(details, shapes):
+                interpreter.resize_tensor_input(detail["index"], list(shape))
+            interpreter.allocate_tensors()
+            details = interpreter.get_input_details()
+        for detail, values in zip(details, inputs):
+            interpreter.set_tensor(detail["index"], _to_input(values, detail))
+        interpreter.invoke()
+        by_name = {d["name"]: d for d in interpreter.get_tensor_details()}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise KeyError(f"no tensor named {missing[0]!r} in {self.path}")
+        return {n: _to_float(interpreter.get_tensor(by_name[n]["index"]), by_name[n]) for n in names}
 
 
 def _to_input(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

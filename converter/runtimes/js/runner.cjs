@@ -10,6 +10,11 @@
 //   run      {inputs: [{dtype, shape, nbytes}]} + bytes -> {outputs: [{name, dtype, shape, nbytes}]} + bytes
 //   time     {inputs, warmup_runs, warmup_seconds, min_runs, min_seconds, max_runs, max_seconds} + bytes
 //            -> {latencies_ms: [...], warmup_runs}
+//   intermediates {names, feeds?, inputs} + bytes -> {outputs: [{name, dtype, shape, nbytes}]} + bytes
+//            graph models: the outputs of the named nodes (model.execute); `feeds` names the nodes the input
+//            tensors stand for (default: the model's inputs), so that one node can be re-run on given inputs.
+//            layers models: the outputs of the named layers (a sub-model); with `feeds`, `names` holds one
+//            layer, applied to the input tensors.
 //   quit     {}
 // Every failure is answered {error: message}; the process keeps serving until quit or end of stdin.
 'use strict';
@@ -218,6 +223,54 @@ async function run(tensors) {
   }
 }
 
+/** The named intermediate tensors (see the header comment), read back under their names. */
+async function intermediates(header, tensors) {
+  const m = state.model;
+  if (!m) throw new Error('no model loaded: send load first');
+  const names = header.names || [];
+  let outputs;
+  if (state.modelType === 'graph') {
+    const feedNames = header.feeds || m.inputs.map((info) => info.name);
+    if (feedNames.length !== tensors.length) {
+      throw new Error(`${feedNames.length} feed name(s) for ${tensors.length} input tensor(s)`);
+    }
+    const feed = {};
+    feedNames.forEach((name, i) => { feed[name] = tensors[i]; });
+    if (!state.useAsync) {
+      try {
+        outputs = asList(tf.tidy(() => m.execute(feed, names)));
+      } catch (err) {
+        if (!/executeAsync/.test(String(err && err.message))) throw err;
+        state.useAsync = true;
+      }
+    }
+    if (!outputs) outputs = asList(await m.executeAsync(feed, names));
+  } else if (header.feeds) {
+    if (names.length !== 1) throw new Error('with feeds, name exactly one layer to apply');
+    const layer = m.getLayer(names[0]);
+    outputs = asList(tf.tidy(() => layer.apply(tensors.length === 1 ? tensors[0] : tensors)));
+  } else {
+    const first = (output) => (Array.isArray(output) ? output[0] : output);
+    const sub = tf.model({ inputs: m.inputs, outputs: names.map((name) => first(m.getLayer(name).output)) });
+    outputs = asList(sub.predict(tensors.length === 1 ? tensors[0] : tensors));
+  }
+  try {
+    const specs = [];
+    const buffers = [];
+    for (let i = 0; i < outputs.length; i++) {
+      const t = outputs[i];
+      if (!(t.dtype in BYTES_PER_ELEMENT)) throw new Error(`tensor ${names[i]} has dtype ${t.dtype}, which cannot be sent back`);
+      const data = await t.data();
+      const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      specs.push({ name: names[i], dtype: t.dtype, shape: t.shape, nbytes: bytes.length });
+      buffers.push(bytes);
+    }
+    return [{ outputs: specs }, buffers];
+  } finally {
+    tf.dispose(outputs);
+  }
+}
+
 /** One timed inference: run and read every output back. */
 async function once(tensors) {
   const outputs = await infer(tensors);
@@ -270,6 +323,7 @@ async function handle(header, tensors) {
     }, []];
     case 'run': return run(tensors);
     case 'time': return [await time(header, tensors), []];
+    case 'intermediates': return intermediates(header, tensors);
     default: throw new Error(`unknown command '${header.cmd}'`);
   }
 }
