@@ -88,6 +88,7 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
     for backend, step in export.checks.items():
         artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference,
                                                 loaded.recipe.verify.within_noise))
+        _attach_explain(artifact.evaluations[-1], export.explains.get(backend), outcomes)
     for backend, why in export.skipped.items():
         requested = spec.backends is not None and backend in spec.backends
         evaluation = Evaluation(backend, "error" if requested else "skipped", skipped=why)
@@ -103,6 +104,14 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
         head = {k: step.config[k] for k in ("backend", "threads", "batch")}
         artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, "error": outcome.error})
     return artifact
+
+
+def _attach_explain(evaluation: Evaluation, step, outcomes: dict[str, Outcome]) -> None:
+    """The explain step's record (converter/explain/), or why it failed, on the evaluation it explains."""
+    if step is None or step.id not in outcomes:
+        return
+    outcome = outcomes[step.id]
+    evaluation.explain = dict(outcome.record) if outcome.ok else {"error": outcome.error}
 
 
 def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Reference,
@@ -146,7 +155,8 @@ class Judge:
         self._reference: Optional[Reference] = None
         self._exports = {step.id: export for export in plan.exports for step in export.checks.values()}
 
-    def __call__(self, outcome: Outcome) -> Optional[str]:
+    def evaluation(self, outcome: Outcome) -> Optional[Evaluation]:
+        """The judged evaluation of a check step's outcome (None for other steps)."""
         export = self._exports.get(outcome.step.id)
         if export is None:
             return None
@@ -155,8 +165,13 @@ class Judge:
         spec = export.spec
         artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
         budget = self.loaded.recipe.verify.budget().merged(spec.verify)
-        evaluation = _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
-        where = f"{spec.name} on {evaluation.backend}"
+        return _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
+
+    def __call__(self, outcome: Outcome) -> Optional[str]:
+        evaluation = self.evaluation(outcome)
+        if evaluation is None:
+            return None
+        where = f"{self._exports[outcome.step.id].spec.name} on {evaluation.backend}"
         if not evaluation.passed:
             return f"[red]FAIL[/red] {_escape(evaluation.reasons[0] if evaluation.reasons else where)}"
         top1, drop = evaluation.metrics.get("top1"), evaluation.metrics.get("top1_drop")

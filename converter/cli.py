@@ -225,6 +225,48 @@ def compare(
     raise typer.Exit(1 if fail_on_regression and data["regressions"] else 0)
 
 
+@app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="A `convert run` output folder (or its report.json)."),
+    artifact: str = typer.Argument(..., help="The artifact to explain, by its export name."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="The backend (default: the artifact's first "
+                                          "failed backend, else its first one)."),
+    against: Optional[str] = typer.Option(None, "--against", help="A second backend: the first tensor whose "
+                                          "values differ between the two."),
+    samples: int = typer.Option(32, "--samples", min=1, help="Evaluation samples the errors are measured on."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The recipe the run was made from (default: the "
+                                          "path its report.json records)."),
+    set_: List[str] = SetOpt,
+    cache_dir: Optional[Path] = CacheOpt,
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write explain.json, explain.md and explain.html "
+                                       "(with the SQNR plot) into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of Markdown."),
+    force: bool = typer.Option(False, "--force", help="Compute the explanation again instead of reusing the cache."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Where an artifact's error starts: a layer map against the float model, each layer's local and accumulated
+    error, the layers to look at first and the recipe change that keeps them at higher precision."""
+    from converter import api
+    from converter.reporting.explain import render_html, render_markdown
+
+    try:
+        record = api.explain(run_dir, artifact, backend, against, samples, recipe, set_, cache_dir, force,
+                             log=lambda message: typer.echo(message, err=True))
+    except UserError as exc:
+        _fail(exc, debug)
+    except api.ExplainFailed as exc:
+        typer.echo(f"FAIL {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    markdown = render_markdown(record)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "explain.json").write_text(json.dumps(record, indent=1) + "\n")
+        (out / "explain.md").write_text(markdown)
+        (out / "explain.html").write_text(render_html(record))
+        typer.echo(f"wrote {out / 'explain.md'}, explain.html and explain.json", err=True)
+    typer.echo(json.dumps(record, indent=1) if as_json else markdown, nl=as_json)
+
+
 @app.command("schema-docs")
 def schema_docs() -> None:
     """Print the recipe reference generated from the schema (docs/recipe-reference.md)."""

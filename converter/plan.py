@@ -2,7 +2,7 @@
 
 A step is (kind, config, parents, inputs, versions); its id is a hash of exactly those contents, never of a
 path, so two recipes that share a prefix (the same model, data and training) share its cache entries.
-Kinds: source, data, stage, outputs, export, check, latency (converter/steps/ has one function per kind).
+Kinds: source, data, stage, outputs, export, check, latency, explain (converter/steps/ has one function per kind).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
-STEP_VERSIONS = {"source": 2, "data": 2, "stage": 2, "outputs": 2, "export": 2, "check": 3, "latency": 2}
+STEP_VERSIONS = {"source": 2, "data": 2, "stage": 2, "outputs": 2, "export": 2, "check": 3, "latency": 2, "explain": 1}
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class ExportPlan:
     checks: dict[str, Step]  # backend -> check step
     latency: list[Step]
     skipped: dict[str, str]  # backend -> why it is not run on this machine
+    explains: dict[str, Step] = field(default_factory=dict)  # backend -> explain step, added on demand (explain_step)
 
 
 @dataclass
@@ -207,6 +208,30 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
                  "timing": schedule.timing.as_dict(), "machine": _machine_key()},
                 {"artifact": export.id, "input": parity_data.id}, {}, {**_versions(), **backend_table.versions(backend)})))
     return ExportPlan(spec, export, node, checks, latency, skipped)
+
+
+EXPLAIN_SAMPLES = 32
+
+
+def explain_step(plan: Plan, export: ExportPlan, backend: str, samples: int = EXPLAIN_SAMPLES,
+                 against: Optional[str] = None) -> Step:
+    """The step explaining `export` on `backend` against the float model it came from (converter/explain/), on the
+    first `samples` evaluation samples (the parity inputs without eval data); `against`: a second backend to find
+    where the two part. Added to the plan and to export.explains."""
+    data = plan.data.get("eval") or plan.steps[export.checks[backend].parents["parity_data"]]
+    parents = {"artifact": export.export.id, "model": plan.models[export.model].id, "data": data.id}
+    if "calibration" in export.export.parents:  # TFLite int8: the debug model is calibrated as the artifact was
+        parents["calibration"] = export.export.parents["calibration"]
+    target = plan.recipe.verify.budget().merged(export.spec.verify).min_snr_db  # the output SQNR to reach
+    versions = {**_versions("tensorflow", "tf-keras"), **backend_table.versions(backend)}
+    if against:
+        versions.update(backend_table.versions(against))
+    label = f"explain {export.spec.name} on {backend}" + (f" against {against}" if against else "")
+    config = {"backend": backend, "format": export.spec.format, "samples": samples, "against": against,
+              "export": export.export.config, "min_snr_db": target}
+    step = plan.add(Step("explain", label, config, parents, {}, versions, {"name": export.spec.name}))
+    export.explains[backend] = step
+    return step
 
 
 def _backends(spec: ExportBase) -> list[str]:

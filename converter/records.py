@@ -48,6 +48,7 @@ class Evaluation:
     error: Optional[str] = None
     skipped: Optional[str] = None  # why, with the command that installs what is missing
     per_sample: dict[str, Any] = field(default_factory=dict)
+    explain: Optional[dict[str, Any]] = None  # where the error starts (converter/explain/), or {'error': why}
 
     @property
     def passed(self) -> bool:

@@ -20,6 +20,7 @@ STEPS: dict[str, str] = {
     "export": "converter.steps.export:run",
     "check": "converter.steps.check:run",
     "latency": "converter.steps.latency:run",
+    "explain": "converter.steps.explain:run",
 }
 
 
