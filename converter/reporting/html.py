@@ -7,6 +7,7 @@ import html
 from typing import Any, Optional, Sequence
 
 from converter.reporting.cells import SUMMARY_HEADER, TABLE_NOTE, Cell, summary_table
+from converter.reporting.explain import html_section as explain_section
 from converter.reporting.plot_data import artifact_numbers, drop_latency_points, drop_size_points, latency_size_points
 from converter.reporting.rows import (
     LATENCY_HEADER, LATENCY_NOTE, latency_cells, latency_rows, machine_line, notes, reference_line, report_findings,
@@ -32,6 +33,7 @@ td.fail { color: #b00020; font-weight: bold; }
 .key span { margin-right: 1em; white-space: nowrap; }
 .key .fail { color: #b00020; }
 .footnotes { font-size: 12px; color: #444; }
+pre { background: #f6f6f6; padding: 0.5em 0.8em; font-size: 12px; overflow-x: auto; }
 """
 NAMES = {"artifact", "backend"}
 NUMERIC = {"size", "gzip", "top-1", "drop (pts)", "agreement", "p50 / p90 ms", "speed-up", "Δ top-1 (pts)", "Δ gzip",
@@ -50,6 +52,7 @@ def render_html(report: dict[str, Any]) -> str:
         body.append('<ol class="footnotes">' + "".join(f"<li><code>{html.escape(n)}</code></li>" for n in summary.footnotes)
                     + "</ol>")
     body += plots_section(report)
+    body += explain_section(report)
     timed = latency_rows(report)
     if timed:
         body += ["<h2>Latency</h2>", html_table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from converter.reporting.cells import SUMMARY_HEADER, TABLE_NOTE, Cell, summary_table
+from converter.reporting.explain import markdown_section as explain_section
 from converter.reporting.rows import (
     LATENCY_HEADER, LATENCY_NOTE, latency_cells, latency_rows, machine_line, notes, reference_line, report_findings,
 )
@@ -46,6 +47,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += table(SUMMARY_HEADER, [[markdown_cell(c) for c in row] for row in summary.cells])
     if summary.footnotes:
         lines += [""] + [f"- [{i}] `{name}`" for i, name in enumerate(summary.footnotes, 1)]
+    lines += explain_section(report)
     timed = latency_rows(report)
     if timed:
         lines += ["", "## Latency", ""] + table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])
