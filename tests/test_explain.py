@@ -1,0 +1,110 @@
+"""Where the error starts (converter/explain/): the layer map, local against accumulated error, the ranking, the
+suggestion, the run's hook, `convert explain` and the report section.
+
+The seeded fault cases are tiny conv nets with set weights (no training). One chosen layer is made fragile the way
+BN-folded MobileNet layers are: a channel that is dead in the float model (its ReLU never fires) feeds the layer
+through a few weights far larger than the rest. The float model never sees them; the quantizer's range does, so
+every other weight of that layer lands on a handful of levels. The layers after it inherit the error, so a map
+that ranked by accumulated error, or matched the wrong tensors, would not put the fragile layer first.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+
+LAYERS = ("conv_a", "conv_b", "conv_c", "conv_d")
+OUTLIER = 40.0  # the fragile weights, in multiples of the largest healthy weight of their layer
+
+
+def fragile_net(fragile: str | None):
+    """16x16x3 -> four 3x3 convs (ReLU) -> global pooling -> dense (linear scores), He-scaled weights from a seed.
+
+    With `fragile` set, output channel 0 of the layer before it is dead (zero kernel, bias -1: its ReLU is always 0)
+    and the fragile layer reads that channel through weights OUTLIER times its largest healthy weight."""
+    from converter.tf_env import keras
+
+    k = keras()
+    inputs = k.Input((16, 16, 3), name="image")
+    x = inputs
+    for name, filters, stride in zip(LAYERS, (8, 8, 16, 16), (1, 1, 2, 1)):
+        x = k.layers.Conv2D(filters, 3, strides=stride, padding="same", activation="relu", name=name)(x)
+    x = k.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = k.Model(inputs, k.layers.Dense(10, name="head")(x), name="net")
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        if layer.weights:
+            kernel, bias = layer.get_weights()
+            kernel = rng.normal(0, np.sqrt(2 / np.prod(kernel.shape[:-1])), kernel.shape).astype(np.float32)
+            layer.set_weights([kernel, rng.normal(0, 0.05, bias.shape).astype(np.float32)])
+    if fragile:
+        index = LAYERS.index(fragile)
+        before = model.get_layer(LAYERS[index - 1])
+        kernel, bias = before.get_weights()
+        kernel[..., 0], bias[0] = 0.0, -1.0
+        before.set_weights([kernel, bias])
+        layer = model.get_layer(fragile)
+        kernel, bias = layer.get_weights()
+        kernel[1, 1, 0, :] = OUTLIER * np.abs(kernel).max() * np.where(np.arange(kernel.shape[-1]) % 2, 1, -1)
+        layer.set_weights([kernel, bias])
+    return model
+
+
+def recipe(model_path: Path, export: dict, min_snr_db: float = 30.0) -> dict:
+    data = {"source": "synthetic", "shape": [16, 16, 3], "count": 64, "seed": 3}
+    return {"name": "fragile", "model": {"path": str(model_path)},
+            "data": {"eval": data, "calibration": {**data, "seed": 4}},
+            "exports": [{"name": "artifact", **export}],
+            "verify": {"min_snr_db": min_snr_db, "parity_samples": 8}}
+
+
+def run_recipe(tmp_path: Path, fragile: str | None, export: dict, min_snr_db: float = 30.0):
+    from converter import api
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    model_path = tmp_path / "net.h5"
+    fragile_net(fragile).save(model_path)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe(model_path, export, min_snr_db)))
+    return api.run(path, out=tmp_path / "run", benchmark=False), path
+
+
+FAULTS = [
+    pytest.param("conv_b", {"format": "tfjs_graph", "quantize": {"uint8": ["*"]}, "backends": ["tfjs-cpu"]},
+                 id="tfjs-uint8-conv_b"),
+    pytest.param("conv_c", {"format": "tfjs_graph", "quantize": {"uint8": ["*"]}, "backends": ["tfjs-wasm"]},
+                 id="tfjs-uint8-wasm-conv_c"),
+    pytest.param("conv_c", {"format": "onnx", "quantization": "dynamic_int8"}, id="onnx-dynamic-conv_c"),
+    pytest.param("conv_b", {"format": "onnx", "quantization": "int8", "calibration_samples": 32},
+                 id="onnx-int8-conv_b"),
+    pytest.param("conv_d", {"format": "tflite", "quantization": "int8", "calibration_samples": 32},
+                 id="tflite-int8-conv_d"),
+]
+
+
+@pytest.mark.parametrize("fragile,export", FAULTS)
+def test_seeded_fault_is_ranked_first(tmp_path, fragile, export):
+    report, _ = run_recipe(tmp_path, fragile, export)
+    evaluation = report.artifact("artifact")["evaluations"][0]
+    assert not evaluation["passed"], evaluation["metrics"]
+    found = evaluation["explain"]
+    assert "error" not in found, found
+    print("\nVERDICT", fragile, found["verdict"], [(r["layer"], r.get("local", {}).get("sqnr_db"), r["accumulated"]["sqnr_db"]) for r in found["layers"]])
+    assert found["ranking"][0] == fragile, (found["ranking"], found["verdict"])
+    rows = {row["layer"]: row for row in found["layers"]}
+    # every conv is matched to a tensor of its own, verified on activations
+    assert set(LAYERS) <= set(rows), found["map"]
+    assert not found["map"]["unmatched"], found["map"]["unmatched"]
+    # the fragile layer creates the error; the ones after it inherit more than they add
+    assert rows[fragile]["creates"] is True
+    after = LAYERS[LAYERS.index(fragile) + 1:]
+    assert all(rows[layer]["local"]["sqnr_db"] > rows[fragile]["local"]["sqnr_db"] for layer in after)
+    # its weights: the largest is OUTLIER times the largest healthy one, itself above the median |w|
+    assert rows[fragile]["weights"]["range_ratio"] >= OUTLIER
+    # the verdict names that one layer, and its recipe change, applied, brings the artifact within budget
+    assert found["suggested"] == [fragile], found["verdict"]
+    repaired = run_recipe(tmp_path / "repaired", fragile, {**export, **found["suggestion"]["recipe"]})[0]
+    assert repaired.passed, repaired.artifact("artifact")["failures"]
