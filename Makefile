@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt $(JS)/package-lock.json
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray,mlflow,tables]'
 	npm ci --prefix $(JS) --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

@@ -100,3 +100,28 @@ def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), o
                      if outcomes[export.export.id].entry is not None}
         folder.publish(report, artifacts, {"report.md": render_markdown, "report.html": render_html})
     return Report(report, out_dir)
+
+
+def sweep(sweep_file: str | Path, out: Optional[Path] = None, executor: str = "local", jobs: Optional[int] = None,
+          address: Optional[str] = None, mlflow: bool = False, cache_dir: Optional[Path] = None, force: bool = False,
+          progress: bool = True):
+    """Run a sweep (converter/sweep/) from a notebook or script; returns a SweepResult (`.frame()` is the table).
+
+    progress=True shows a progress bar where one can be drawn (a terminal, or Jupyter through rich)."""
+    from rich.console import Console
+
+    from converter.progress import ConsoleEvents
+    from converter.sweep.run import SweepOptions, run_sweep
+
+    options = SweepOptions(out=Path(out) if out else None, cache_dir=cache_dir, force=force, executor=executor,
+                           jobs=jobs, address=address, mlflow=mlflow)
+    console = Console(highlight=False)
+    show = (lambda ctx: ConsoleEvents(console, console.is_terminal or console.is_jupyter, ctx.cache_root)) if progress else None
+    return run_sweep(Path(sweep_file), options, console=show)
+
+
+def load(folder: str | Path):
+    """The results table of a run or sweep folder as a pandas DataFrame: one row per (cell, artifact, backend)."""
+    from converter.results import load as load_table
+
+    return load_table(Path(folder))

@@ -5,6 +5,7 @@ recipe's budget, and the state of each backend (ran, failed to run, or not avail
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -32,7 +33,7 @@ def assemble(loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome], sec
         if reference_size and artifact.size_bytes:
             artifact.size_ratio = artifact.size_bytes / reference_size
     result = RunResult(
-        name=recipe.name, recipe_hash=loaded.hash(), recipe=str(loaded.path) if loaded.path else None,
+        name=recipe.name, model=recipe.model.application or Path(recipe.model.path).name, recipe_hash=loaded.hash(), recipe=str(loaded.path) if loaded.path else None,
         reference=reference, stages=_stages(plan, outcomes), artifacts=artifacts, warnings=list(loaded.warnings),
         run={"seconds": round(seconds, 2), **run_info}, versions=tool_versions(), machine=machine)
     result.findings = findings(result.to_json())

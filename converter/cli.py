@@ -166,6 +166,54 @@ def run(
     raise typer.Exit(0 if report.passed else EXIT_FAILED)
 
 
+@app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML file: a base recipe and axes to vary."),
+    plan_only: bool = typer.Option(False, "--plan", help="Show the cells and what is cached; run nothing."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<sweep name>)."),
+    cache_dir: Optional[Path] = CacheOpt,
+    executor: str = typer.Option("local", "--executor", help="'local' (this machine) or 'ray' (a Ray cluster)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Local: steps at once (default: what the "
+                                       "cores and memory allow)."),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray: the cluster's address."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Log each cell to MLflow (./mlruns unless MLFLOW_TRACKING_URI)."),
+    force: bool = typer.Option(False, "--force", help="Recompute every step, ignoring the cache."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip evaluation on the eval data."),
+    no_benchmark: bool = typer.Option(False, "--no-benchmark", help="Skip latency measurement."),
+    quick: bool = typer.Option(False, "--quick", help="Short latency schedule."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Run a recipe over the product of axes (models, export variants, calibration settings, seeds): one report per
+    cell, one results table and one sweep report; shared steps run once. Exit 0 when every cell passed."""
+    from rich.console import Console
+
+    from converter.progress import ConsoleEvents, ConsoleStream
+    from converter.sweep.run import SweepOptions, render_sweep_plan, run_sweep
+
+    if executor not in ("local", "ray"):
+        _fail(UserError(f"--executor: '{executor}' is not an executor (expected local or ray)"), debug)
+    schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0} if quick else {}
+    options = SweepOptions(out=out, cache_dir=cache_dir, force=force, executor=executor, jobs=jobs, address=address,
+                           mlflow=mlflow, evaluate=not no_verify, benchmark=False if no_benchmark else None,
+                           benchmark_overrides=schedule)
+    console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
+    try:
+        if plan_only:
+            typer.echo(render_sweep_plan(sweep_file, options), nl=False)
+            return
+        result = run_sweep(sweep_file, options, console=lambda ctx: ConsoleEvents(
+            console, console.is_terminal and sys.stdout.isatty(), ctx.cache_root))
+    except UserError as exc:
+        _fail(exc, debug)
+    for cell in result.cells:
+        if not cell["passed"]:
+            typer.echo(f"FAIL cell {cell['name']}: " + "; ".join(cell["failed"] + cell["errors"]), err=True)
+    typer.echo(f"sweep: {result.out_dir / 'sweep.html'}; table: {result.out_dir / 'results.csv'}", err=True)
+    typer.echo(json.dumps({"sweep": result.out_dir.name, "passed": result.passed, "out": str(result.out_dir),
+                           "cells": len(result.cells), "failed": [c["name"] for c in result.cells if not c["passed"]]}))
+    raise typer.Exit(0 if result.passed else EXIT_FAILED)
+
+
 cache_app = typer.Typer(help="Inspect and prune the step cache shared by every recipe.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 

@@ -103,7 +103,7 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
             nchw = _rank4_inputs(graph_def, inputs) if spec.layout == "nchw" else []
             with _numpy_product_alias(large):
                 proto, storage = _convert_common(
-                    graph_def, name=str(model.path), opset=spec.opset, input_names=inputs, output_names=outputs,
+                    graph_def, name="convert", opset=spec.opset, input_names=inputs, output_names=outputs,
                     inputs_as_nchw=nchw or None, large_model=large, tensors_to_rename=renames,
                     initialized_tables=tables)
         except ConversionError:
