@@ -208,7 +208,9 @@ def _message(error: Mapping[str, Any]) -> tuple[Loc, str]:
         message = "unknown key"
     else:
         message = message[0].lower() + message[1:] if message else message
-        message = message.removeprefix("value error, ")
+        message = re.sub(r" or instance of \w+", "", message.removeprefix("value error, "))
+        if error.get("input") is None and kind.endswith("_type"):
+            message += " (the value is empty)"
     return loc, message
 
 
