@@ -45,7 +45,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
     if isinstance(exc, UserError):
         if debug:
             traceback.print_exception(exc)
-        for problem in getattr(exc, "problems", None) or [exc]:
+        for problem in str(exc).splitlines() or [type(exc).__name__]:  # RecipeErrors, SweepErrors: one per line
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(EXIT_USER)
     raise exc
@@ -61,7 +61,7 @@ def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = D
         loaded = validate_recipe(recipe, set_)
     except UserError as exc:
         if json_out:
-            problems = [str(p) for p in (getattr(exc, "problems", None) or [exc])]
+            problems = str(exc).splitlines()
             typer.echo(json.dumps({"ok": False, "recipe": str(recipe), "errors": problems}))
         _fail(exc, debug)
     r = loaded.recipe

@@ -122,10 +122,10 @@ def _model_steps(plan: Plan, recipe: Recipe) -> None:
     inputs: dict[str, Any] = {}
     locations: dict[str, str] = {}
     if spec.path is not None:
-        inputs["model"], locations["model"] = _content_hash(Path(spec.path)), str(spec.path)
+        inputs["model"], locations["model"] = _content_hash(Path(spec.path), "model.path"), str(spec.path)
         inputs["model_type"] = "folder" if Path(spec.path).is_dir() else Path(spec.path).suffix.lower()
     elif spec.weights not in ("none", "imagenet"):
-        inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights)), str(spec.weights)
+        inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights), "model.weights"), str(spec.weights)
     config = spec.model_dump(mode="json", exclude={"path", "weights"})  # trust stays: it decides what may load
     config["weights"] = spec.weights if spec.weights in ("none", "imagenet") else "file"
     plan.models["source"] = plan.add(Step("source", "load the model", config, {}, inputs,
@@ -246,12 +246,16 @@ def _machine_key() -> dict[str, Any]:
 _HASHES: dict[tuple[str, float, int], str] = {}
 
 
-def _content_hash(path: Path) -> str:
-    """Hash of a file's or folder's contents, memoized per process by path, mtime and size."""
-    from converter.store import hash_path
+def _content_hash(path: Path, key_name: str) -> str:
+    """Hash of a model file's or folder's contents, memoized per process by path, mtime and size; ModelError
+    naming the recipe key and the entry that cannot be read."""
+    from converter.sources import model_fingerprint
 
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:
+        return model_fingerprint(path, key_name)  # raises the ModelError
     key = (str(path), stat.st_mtime, stat.st_size)
     if key not in _HASHES:
-        _HASHES[key] = hash_path(path)
+        _HASHES[key] = model_fingerprint(path, key_name)
     return _HASHES[key]

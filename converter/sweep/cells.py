@@ -58,8 +58,10 @@ def expand(spec: SweepSpec) -> list[Cell]:
         try:
             loaded = load_recipe(base, [f"{key}={json.dumps(value)}" for key, value in overrides.items()])
         except RecipeError as error:
-            text = f"{error.key} (set by the sweep): {error.message}" if error.source == "--set" else str(error)
-            problems.append(f"cell {name} ({', '.join(f'{a}={v}' for a, v in labels.items())}): {text}")
+            where = ", ".join(f"{a}={v}" for a, v in labels.items())
+            for one in getattr(error, "errors", [error]):
+                text = f"{one.key} (set by the sweep): {one.message}" if one.source == "--set" else str(one)
+                problems.append(f"cell {name} ({where}): {text}")
             continue
         cells.append(Cell(name, labels, loaded))
     if problems:
