@@ -27,4 +27,4 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if Path(ref.path) != ctx.out / "model":  # a SavedModel folder used in place: the cache keeps its own copy
         shutil.copytree(ref.path, ctx.out / "model", symlinks=False)
         ref = ModelRef(ctx.out / "model", ref.kind, ref.signature)
-    return {"kind": ref.kind, "signature": ref.signature, "io": io_signature(ref)}
+    return {"kind": ref.kind, "signature": ref.signature, "io": io_signature(ref), "trusted_code": spec.trust_model_code}
