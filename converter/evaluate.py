@@ -8,7 +8,7 @@ import numpy as np
 
 from converter import formats, metrics
 from converter.data.dataset import Dataset
-from converter.errors import ConversionError
+from converter.errors import BackendUnavailable, ConversionError
 
 
 def run_batches(runtime, x: np.ndarray, batch_size: int) -> np.ndarray:
@@ -46,6 +46,10 @@ def check_backend(artifact_dir: Path, fmt: str, backend: str, artifact: str,
     try:
         runtime = formats.open_runtime(backend, fmt, artifact_dir)
         runtime.load()
+    except BackendUnavailable as exc:  # [browser] this machine cannot offer the backend: a skipped row, not a failure
+        result["skipped"] = str(exc)
+        result["runtime"] = {"backend": backend, "skipped": str(exc)}
+        return result
     except ConversionError as exc:
         result["error"] = f"{artifact} does not load in {backend}: {exc}"
         return result

@@ -23,15 +23,18 @@ _FLOAT16 = Tolerance(max_abs_diff=2e-2, min_cosine=0.999)
 _INT8 = Tolerance(max_abs_diff=None, min_cosine=0.9)
 _UINT8_WEIGHTS = Tolerance(max_abs_diff=None, min_cosine=0.9)
 
+# [browser] TF.js in headless Chromium (converter/runtimes/browser.py); wasm-nosimd is the plain .wasm build.
+BROWSER_BACKENDS = ("browser-webgl", "browser-wasm", "browser-wasm-nosimd", "browser-cpu", "browser-webgpu")
+
 FORMATS: dict[str, FormatInfo] = {
     "savedmodel": FormatInfo("converter.exports.savedmodel:export", ("tf",), {"none": _FLOAT}),
     "tflite": FormatInfo("converter.exports.tflite:export", ("tflite",), {
         "none": _FLOAT, "float16": _FLOAT16, "dynamic_int8": _INT8, "int8": _INT8, "int16x8": Tolerance(None, 0.99)}),
     "onnx": FormatInfo("converter.exports.onnx:export", ("onnxruntime",), {
         "none": _FLOAT, "dynamic_int8": _INT8, "int8": _INT8}),
-    "tfjs_graph": FormatInfo("converter.exports.tfjs:export_graph", ("tfjs-cpu", "tfjs-wasm"), {
+    "tfjs_graph": FormatInfo("converter.exports.tfjs:export_graph", ("tfjs-cpu", "tfjs-wasm", *BROWSER_BACKENDS), {
         "none": Tolerance(1e-3, 0.9999), "float16": _FLOAT16, "uint16": Tolerance(None, 0.999), "*": _UINT8_WEIGHTS}),
-    "tfjs_layers": FormatInfo("converter.exports.tfjs:export_layers", ("tfjs-cpu", "tfjs-wasm"), {
+    "tfjs_layers": FormatInfo("converter.exports.tfjs:export_layers", ("tfjs-cpu", "tfjs-wasm", *BROWSER_BACKENDS), {
         "none": Tolerance(1e-3, 0.9999), "float16": _FLOAT16, "uint16": Tolerance(None, 0.999), "*": _UINT8_WEIGHTS}),
 }
 
@@ -42,6 +45,12 @@ RUNTIMES: dict[str, tuple[str, dict[str, Any]]] = {
     "onnxruntime": ("converter.runtimes.onnx_runtime:OnnxRuntime", {}),
     "tfjs-cpu": ("converter.runtimes.tfjs:TfjsRuntime", {"backend": "cpu"}),
     "tfjs-wasm": ("converter.runtimes.tfjs:TfjsRuntime", {"backend": "wasm"}),
+    # [browser]
+    "browser-webgl": ("converter.runtimes.browser:BrowserRuntime", {"backend": "webgl"}),
+    "browser-wasm": ("converter.runtimes.browser:BrowserRuntime", {"backend": "wasm"}),
+    "browser-wasm-nosimd": ("converter.runtimes.browser:BrowserRuntime", {"backend": "wasm", "simd": False}),
+    "browser-cpu": ("converter.runtimes.browser:BrowserRuntime", {"backend": "cpu"}),
+    "browser-webgpu": ("converter.runtimes.browser:BrowserRuntime", {"backend": "webgpu"}),
 }
 
 

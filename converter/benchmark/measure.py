@@ -14,7 +14,8 @@ import numpy as np
 from converter.benchmark.schedule import Schedule, Timing
 
 # Backends whose speed does not depend on a thread count: timed once, at 1 thread.
-SINGLE_THREADED = ("tfjs-cpu",)
+SINGLE_THREADED = ("tfjs-cpu",
+                   "browser-webgl", "browser-webgpu", "browser-cpu", "browser-wasm-nosimd")  # [browser]
 
 
 def plan(backends: list[str], schedule: Schedule) -> list[tuple[str, int, int]]:

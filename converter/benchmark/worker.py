@@ -40,7 +40,7 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     backend = spec["backend"]
     x = np.load(spec["input"])
     timing = Timing(**spec["timing"])
-    in_node = backend.startswith("tfjs-")
+    in_node = backend.startswith(("tfjs-", "browser-"))  # [browser] timed inside the runtime: Node or the page
     runtime = open_runtime(backend, spec["fmt"], Path(spec["artifact_dir"]), spec["threads"])
     import_ms = import_library(backend)
     started = time.perf_counter()
@@ -70,6 +70,7 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
         "timed_in": "node" if in_node else "python",
         "runtime": description,
         "notes": thread_notes(backend, spec["threads"], description),
+        **({"memory": timed["memory"]} if "memory" in timed else {}),  # [browser] tf.memory() after warm-up / timed runs
     }
 
 
@@ -105,6 +106,8 @@ def main(argv: list[str]) -> int:
         row = measure_here(spec)
     except Exception as error:  # any runtime failure becomes an error row
         row = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+        if type(error).__name__ == "BackendUnavailable":  # [browser] not offered here: skipped, never cached
+            row["skipped"] = str(error)
     Path(spec["result"]).write_text(json.dumps(row, default=_plain))
     return 0
 

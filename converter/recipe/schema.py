@@ -27,7 +27,9 @@ KERAS_APPLICATIONS = (
     "VGG16", "VGG19", "Xception",
 )
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-Backend = Literal["tf", "tflite", "onnxruntime", "tfjs-cpu", "tfjs-wasm"]
+Backend = Literal["tf", "tflite", "onnxruntime", "tfjs-cpu", "tfjs-wasm",
+                  # [browser] TF.js in headless Chromium
+                  "browser-webgl", "browser-wasm", "browser-wasm-nosimd", "browser-cpu", "browser-webgpu"]
 
 
 def _name(value: str) -> str:

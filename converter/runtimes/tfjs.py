@@ -19,6 +19,7 @@ import numpy as np
 
 from converter.errors import ConversionError, DependencyError
 from converter.runtimes.base import Runtime
+from converter.runtimes.lifetime import die_with_parent
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNNER = JS_DIR / "runner.cjs"
@@ -93,8 +94,9 @@ class TfjsRuntime(Runtime):
         node = find_node()
         node_modules = find_node_modules(_PACKAGES[self.tfjs_backend])
         env = {**os.environ, "NODE_PATH": os.pathsep.join(filter(None, [str(node_modules), os.environ.get("NODE_PATH")]))}
+        # the runner dies with this process (kill -9 included), and it exits by itself when its stdin closes
         self._proc = subprocess.Popen([node, str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=env)
+                                      stderr=subprocess.PIPE, env=env, **die_with_parent())
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         try:
             self.info, _ = self._call({"cmd": "load", "path": str(self.path.resolve()), "model_type": self.model_type,
