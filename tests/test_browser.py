@@ -108,6 +108,7 @@ def test_describe_reports_what_is_in_force(loaded):
     chromium_version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout
     assert settings["browser"]["chromium_version"] in chromium_version
     assert "--no-sandbox" in settings["browser"]["flags"] and "--disable-background-networking" in settings["browser"]["flags"]
+    assert settings["browser"]["launch_ms"] > 0
     assert settings["cross_origin_isolated"] is True
     expected_backend = loaded.backend.split("-")[1]
     assert settings["backend"] == expected_backend
@@ -274,20 +275,27 @@ _HOLDER = textwrap.dedent("""
 
 
 @pytestmark_linux
+@pytest.mark.parametrize("how", ["kill -9 the parent", "Ctrl-C"])
 @pytest.mark.parametrize("backend", ["tfjs-cpu", "browser-cpu"])
-def test_no_child_outlives_a_killed_parent(model, backend):
-    """kill -9 of the Python process while its runner is busy: the Node runner / browser driver and Chromium go too."""
+def test_no_child_outlives_its_parent(model, backend, how):
+    """While the runner is busy: kill -9 of the Python process, or SIGINT to its process group as a terminal's
+    Ctrl-C sends it. The Node runner / browser driver, Chromium and its helpers go too."""
     parent = subprocess.Popen([sys.executable, "-c", _HOLDER, backend, str(model["dir"] / "tfjs_graph")],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
     try:
         driver, profile = (parent.stdout.readline().split() + [""])[:2]
         assert driver.isdigit(), "the holder did not start its runtime"
         pids = [int(driver)] + (_processes_mentioning(profile) if profile else [])
         time.sleep(1.0)  # inside the timing loop now
         assert all(_alive(p) for p in pids)
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
+        if how == "Ctrl-C":
+            os.killpg(parent.pid, signal.SIGINT)
+        else:
+            parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
         assert _wait_gone(pids, seconds=10.0) == []
+        if profile:
+            assert how != "Ctrl-C" or not Path(profile).exists()  # closed on the way out
     finally:
         parent.kill()
         parent.wait()

@@ -132,6 +132,7 @@ class BrowserRuntime(tfjs.TfjsRuntime):
         if self._proc is not None:
             return
         chromium = find_chromium()
+        flags, page_flags = extra_flags(), tfjs_flags()
         node = tfjs.find_node()
         try:
             node_modules = tfjs.find_node_modules(_PACKAGES)
@@ -148,7 +149,7 @@ class BrowserRuntime(tfjs.TfjsRuntime):
         try:
             self.info, _ = self._call({"cmd": "load", "path": str(self.path.resolve()), "model_type": self.model_type,
                                        "backend": self.tfjs_backend, "threads": self.threads, "simd": self.simd,
-                                       "chromium": chromium, "flags": extra_flags(), "tfjs_flags": tfjs_flags()})
+                                       "chromium": chromium, "flags": flags, "tfjs_flags": page_flags})
             self._version = self._call({"cmd": "describe"})[0]["tfjs_version"]
         except tfjs._RunnerError as err:
             self.close()

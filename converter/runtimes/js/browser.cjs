@@ -64,6 +64,7 @@ async function launch(header) {
     throw new Unavailable(`the npm package playwright-core is not installed: ${message(err)}`);
   }
   const flags = [...COMMON_FLAGS, ...(BACKEND_FLAGS[header.backend] || []), ...(header.flags || [])];
+  const started = process.hrtime.bigint();
   try {
     state.browser = await chromium.launch({
       executablePath: header.chromium, headless: true, chromiumSandbox: false, args: flags, timeout: 60000,
@@ -77,7 +78,8 @@ async function launch(header) {
   state.page.on('crash', () => console.error('page crashed'));
   await state.page.goto(`${await state.server.start()}/`);
   await state.page.waitForFunction(() => window.convertPage !== undefined, null, { timeout: 60000 });
-  return { chromium_version: state.browser.version(), executable: header.chromium, headless: true,
+  const launchMs = Number(process.hrtime.bigint() - started) / 1e6; // Chromium up and the page ready
+  return { chromium_version: state.browser.version(), executable: header.chromium, headless: true, launch_ms: launchMs,
     flags: ['--no-sandbox', ...flags], npm_packages: packageVersions() };
 }
 
