@@ -264,13 +264,12 @@ _HOLDER = textwrap.dedent("""
     from pathlib import Path
     from converter.formats import open_runtime
     backend, folder = sys.argv[1], Path(sys.argv[2])
-    runtime = open_runtime(backend, "tfjs_graph", folder)
-    runtime.load()
-    print(runtime._proc.pid, getattr(runtime, "_tmp", None) or "", flush=True)
-    x = __import__("numpy").zeros([1, 8, 8, 3], "float32")
-    # busy for a minute: the child is in the middle of a call when its parent is killed
-    runtime.time([x], {"warmup_runs": 0, "warmup_seconds": 0, "min_runs": 1, "min_seconds": 60,
-                       "max_runs": 10**9, "max_seconds": 60})
+    with open_runtime(backend, "tfjs_graph", folder) as runtime:  # closed on the way out, as the toolkit's callers do
+        print(runtime._proc.pid, getattr(runtime, "_tmp", None) or "", flush=True)
+        x = __import__("numpy").zeros([1, 8, 8, 3], "float32")
+        # busy for a minute: the child is in the middle of a call when its parent is killed
+        runtime.time([x], {"warmup_runs": 0, "warmup_seconds": 0, "min_runs": 1, "min_seconds": 60,
+                           "max_runs": 10**9, "max_seconds": 60})
 """)
 
 
