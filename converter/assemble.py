@@ -86,10 +86,14 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
     for key in ("files", "size_bytes", "gzip_bytes", "sha256", "seconds", "notes", "details"):
         setattr(artifact, key, record.get(key, getattr(artifact, key)))
     budget = loaded.recipe.verify.budget().merged(spec.verify)
+    skipped = dict(export.skipped)
     for backend, step in export.checks.items():
-        artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference,
-                                                loaded.recipe.verify.within_noise))
-    for backend, why in export.skipped.items():
+        outcome = outcomes[step.id]
+        if not outcome.ok and outcome.record.get("skipped"):  # found unavailable only when loading (no WebGPU)
+            skipped[backend] = outcome.record["skipped"]
+            continue
+        artifact.evaluations.append(_evaluation(artifact, outcome, budget, reference, loaded.recipe.verify.within_noise))
+    for backend, why in skipped.items():
         requested = spec.backends is not None and backend in spec.backends
         evaluation = Evaluation(backend, "error" if requested else "skipped", skipped=why)
         if requested:
@@ -102,7 +106,7 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
         if outcome is None:
             continue
         head = {k: step.config[k] for k in ("backend", "threads", "batch")}
-        artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, "error": outcome.error})
+        artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, **outcome.record, "error": outcome.error})
     return artifact
 
 

@@ -68,3 +68,11 @@ class ConversionError(ConvertError):
 
 class RunLocked(UserError):
     """Another `convert run` holds the output folder."""
+
+
+# -- browser backends (branch `browser`): a backend this machine cannot offer ------------------------
+class BackendUnavailable(ConversionError):
+    """A backend cannot run here at all (no Chromium, no WebGPU adapter): the row is skipped, not failed.
+
+    The message says why and, where one exists, the one command that installs what is missing.
+    """

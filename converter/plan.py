@@ -211,7 +211,7 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
 
 def _backends(spec: ExportBase) -> list[str]:
     able = backend_table.for_format(spec.format)
-    return [b for b in (spec.backends or able) if b in able]
+    return [b for b in (spec.backends or backend_table.for_format(spec.format, defaults_only=True)) if b in able]
 
 
 def _schedule(recipe: Recipe, options: PlanOptions):
