@@ -88,8 +88,8 @@ def load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
         if not (path / "saved_model.pb").exists():
             raise ModelError(f"{path}: not a SavedModel folder (no saved_model.pb)")
         if (path / "keras_metadata.pb").exists():
-            return ModelRef(path, "keras", spec.signature)
-        return ModelRef(path, "savedmodel", spec.signature)
+            return ModelRef(path, "keras", spec.signature, spec.trust_model_code)
+        return ModelRef(path, "savedmodel", spec.signature, spec.trust_model_code)
     if path.suffix == ".keras":
         version = _keras3_version(path)
         if version and version.startswith("3"):
@@ -102,7 +102,7 @@ def load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{path}: tf_keras cannot load it ({str(exc).splitlines()[0][:300]})") from None
     model.save(str(out_dir), save_format="tf")
-    return ModelRef(out_dir, "keras", "serving_default")
+    return ModelRef(out_dir, "keras", "serving_default", spec.trust_model_code)
 
 
 def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
@@ -124,7 +124,7 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
     except (ValueError, TypeError, OSError) as exc:
         raise ModelError(f"model.application {spec.application}: {str(exc).splitlines()[0][:300]}") from None
     model.save(str(out_dir), save_format="tf")
-    return ModelRef(out_dir, "keras", "serving_default")
+    return ModelRef(out_dir, "keras", "serving_default", spec.trust_model_code)
 
 
 def io_signature(ref: ModelRef) -> dict[str, Any]:

@@ -90,6 +90,9 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
     from tf2onnx import constants, tf_loader
     from tf2onnx.convert import _convert_common
 
+    # tf2onnx names the nodes it inserts from a process-wide counter: start it afresh, so that the same model
+    # gives the same bytes whatever this process converted before
+    tf2onnx.utils.INTERNAL_NAME = 1
     newest = max(constants.OPSET_TO_IR_VERSION)
     if spec.opset > newest:
         raise ConversionError(f"opset {spec.opset}: tf2onnx {tf2onnx.__version__} converts up to opset {newest}")
