@@ -40,6 +40,7 @@ test-fast: install
 
 docs: install
 	$(BIN)/convert schema-docs > docs/recipe-reference.md
+	$(BIN)/convert cli-docs > docs/cli-reference.md
 
 clean:
 	rm -rf runs .pytest_cache
