@@ -1,7 +1,8 @@
 """ONNX export through tf2onnx's Python API, quantized with onnxruntime.quantization.
 
 The SavedModel folder (Keras models included) is frozen by tf2onnx's saved-model loader at the
-recipe's signature and converted as the tf2onnx command line does. 'dynamic_int8' is
+recipe's signature and converted as the tf2onnx command line does; the BatchNormalizations tf2onnx
+leaves unfolded are then folded into their convolutions (see onnx_fold). 'dynamic_int8' is
 onnxruntime's quantize_dynamic (int8 weights, activations quantized at run time); 'int8' is static
 QDQ with calibration. Only the final model.onnx (and model.onnx.data with external data) is
 written to the artifact folder; the float intermediate lives in a temporary folder.
@@ -118,7 +119,23 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
         result.notes.append("layout nchw: the model has no rank-4 input, nothing was transposed")
     _set_batch_dim(proto, spec.dynamic_batch)
     _save_converted(proto, storage, path)
+    _fold_batchnorm(path, large, result)
     return [renames.get(name, name) for name in nchw]
+
+
+def _fold_batchnorm(path: Path, external: bool, result: ExportResult) -> None:
+    """Fold into their convolutions the BatchNormalizations tf2onnx left behind (behind no-op Reshapes)."""
+    import onnx
+
+    from converter.exports.onnx_fold import fold_batchnorm, tensor_shapes
+
+    if not any(node.op_type == "BatchNormalization" for node in onnx.load(str(path), load_external_data=False).graph.node):
+        return
+    model = onnx.load(str(path))
+    done = fold_batchnorm(model, tensor_shapes(path))
+    if done["folded_batchnorms"]:
+        _save(model, path, external)
+        result.details["folded_batchnorms"] = done["folded_batchnorms"]
 
 
 @contextmanager
