@@ -99,6 +99,22 @@ def build_bn_net():
     return model
 
 
+SATURATING_X = np.random.default_rng(0).uniform(0, 1, size=(8, 4, 4, 16)).astype(np.float32)
+
+
+def build_saturating_conv():
+    """One 1x1 convolution, 16 inputs in [0, 1] to 8 outputs, every weight positive (0.5 to 1): in 8-bit,
+    adjacent products 255 * 127 add up past the int16 range that onnxruntime's U8S8 kernels use without VNNI."""
+    from converter.tf_env import keras
+
+    k = keras()
+    conv = k.layers.Conv2D(8, 1, use_bias=False)
+    inputs = k.Input((4, 4, 16))
+    model = k.Model(inputs, k.layers.Flatten()(conv(inputs)))
+    conv.set_weights([np.random.default_rng(0).uniform(0.5, 1.0, size=(1, 1, 16, 8)).astype(np.float32)])
+    return model
+
+
 @pytest.fixture(scope="session")
 def conv(tmp_path_factory):
     """(ModelRef of the flat conv net as a Keras SavedModel, the Keras model's outputs on FLAT_X)."""
