@@ -263,3 +263,44 @@ def test_static_int8_does_not_saturate_on_cpus_without_vnni(tmp_path):
     for outputs in (_run(tmp_path / "q", SATURATING_X), _run_without_vnni(tmp_path / "q" / "model.onnx", SATURATING_X, tmp_path)):
         error = np.abs(outputs - reference).reshape(len(SATURATING_X), 16, 8).max(axis=(0, 1))
         assert np.all(error <= bound), (error, bound)
+
+
+def test_fold_keeps_what_it_cannot_fold_and_the_outputs(tmp_path):
+    """fold_batchnorm on a hand-made graph: Conv -> no-op Reshape -> BN is folded; a BN after a Conv whose
+    output is also read elsewhere, and a Reshape that changes the shape, stay; the outputs do not change."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from converter.exports.onnx_fold import fold_batchnorm, tensor_shapes
+
+    rng = np.random.default_rng(0)
+
+    def const(name, *shape, low=-1.0):
+        return numpy_helper.from_array(rng.uniform(low, 1.0, shape).astype(np.float32), name)
+
+    stats = lambda p: [const(f"{p}_gamma", 4), const(f"{p}_beta", 4), const(f"{p}_mean", 4), const(f"{p}_var", 4, low=0.01)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        helper.make_node("Reshape", ["c1", "same"], ["r1"]),  # [N,4,1,1] -> [-1,4,1,1]: a no-op
+        helper.make_node("BatchNormalization", ["r1", "a_gamma", "a_beta", "a_mean", "a_var"], ["b1"]),
+        helper.make_node("Conv", ["b1", "w2"], ["c2"]),
+        helper.make_node("BatchNormalization", ["c2", "b_gamma", "b_beta", "b_mean", "b_var"], ["b2"]),
+        helper.make_node("Add", ["b2", "c2"], ["sum"]),  # c2 is read twice: its BN cannot be folded
+        helper.make_node("Reshape", ["sum", "flat"], ["y"]),  # [N,4,1,1] -> [-1,4]: a real reshape
+    ]
+    initializers = [const("w1", 4, 3, 2, 2), const("w2", 4, 4, 1, 1), *stats("a"), *stats("b"),
+                    numpy_helper.from_array(np.array([-1, 4, 1, 1], np.int64), "same"),
+                    numpy_helper.from_array(np.array([-1, 4], np.int64), "flat")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    x = rng.normal(size=(5, 3, 2, 2)).astype(np.float32)
+    before = _run(tmp_path / "m.onnx", x)
+    done = fold_batchnorm(model, tensor_shapes(tmp_path / "m.onnx"))
+    assert done == {"identity_reshapes": 1, "folded_batchnorms": 1}
+    assert [n.op_type for n in model.graph.node] == ["Conv", "Conv", "BatchNormalization", "Add", "Reshape"]
+    assert not {"same", "w1", "a_gamma", "a_var"} & {t.name for t in model.graph.initializer}
+    onnx.checker.check_model(model)
+    onnx.save(model, str(tmp_path / "folded.onnx"))
+    np.testing.assert_allclose(_run(tmp_path / "folded.onnx", x), before, rtol=1e-5, atol=1e-5)

@@ -24,13 +24,17 @@ Shapes = dict[str, list[Optional[int]]]  # tensor name -> dimensions (None: unkn
 
 
 def tensor_shapes(path: Path) -> Shapes:
-    """Shapes of the tensors of the ONNX file at `path` by ONNX shape inference (works past 2 GB)."""
+    """Shapes of the tensors of the ONNX file at `path` by ONNX shape inference (works past 2 GB); none
+    when the inference fails (the Reshapes are then left in place)."""
     import onnx
     from onnx import shape_inference
 
     with tempfile.TemporaryDirectory(prefix="convert-shapes-") as tmp:
         inferred = Path(tmp) / path.name
-        shape_inference.infer_shapes_path(str(path), str(inferred))
+        try:
+            shape_inference.infer_shapes_path(str(path), str(inferred))
+        except Exception:  # onnx raises InferenceError, ValidationError or RuntimeError depending on the graph
+            return {}
         graph = onnx.load(str(inferred), load_external_data=False).graph
     return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
             for v in [*graph.value_info, *graph.input, *graph.output] if v.type.tensor_type.HasField("shape")}
