@@ -144,7 +144,7 @@ def test_opset_beyond_tf2onnx_is_refused_at_validation():
 
 
 def test_qat_model_fake_quant_becomes_qdq(tmp_path):
-    from converter.tf_env import keras, tfmot
+    from converter.tf_env import keras, tf, tfmot
 
     qat = tfmot().quantization.keras.quantize_model(build_flat_conv())
     qat.save(str(tmp_path / "untrained"))
@@ -155,22 +155,49 @@ def test_qat_model_fake_quant_becomes_qdq(tmp_path):
     qat.fit(X, np.arange(16) % 10, epochs=1, verbose=0)  # sets the activation ranges (min == max until trained)
     qat.save(str(tmp_path / "qat"))
     result = _export(ModelRef(tmp_path / "qat", "keras"), tmp_path / "out")
-    assert result.details["qat"] is True
-    assert result.details["qdq_nodes"]["QuantizeLinear"] >= 3  # the input, the conv's output and the logits
-    # the QDQ pairs are the QAT model's own fake-quant grids: scale (max - min) / 255 of each range it learned
+    assert result.details["qat"] is True and result.details["qat_uint8_weights"] == 2
+    graph = _graph(tmp_path / "out").graph
+    # the activations' QDQ pairs are the QAT model's fake-quant grids: scale (max - min) / 255 of each learned range
     ranges = {v.name.split(":")[0]: float(v.numpy()) for v in qat.variables if v.shape.rank == 0}
     learned = {(ranges[f"{layer}_max"] - ranges[f"{layer}_min"]) / 255 for layer in
                ("quantize_layer/quantize_layer", "quant_conv2d/post_activation", "quant_dense/pre_activation")}
-    graph = _graph(tmp_path / "out").graph
     exported = {float(_initializer(graph, node.input[1])) for node in graph.node if node.op_type == "QuantizeLinear"}
     assert len(exported) == len(learned) and all(min(abs(e / l - 1) for e in exported) < 1e-5 for l in learned)
-    # onnxruntime computes the QAT model's function: TensorFlow and onnxruntime sum in different orders and
-    # round ties differently (up / to even), so a value at a rounding boundary may land one step apart, at the
-    # logits or upstream; two logit steps (s) at most, and softmax is 1/2-Lipschitz: |dp| <= s
+    # the weights are uint8 behind a DequantizeLinear, and dequantize to the QAT model's fake-quantized kernels
+    conv, dense = (qat.get_layer(name) for name in ("quant_conv2d", "quant_dense"))
+    trained = {"Conv": tf().quantization.fake_quant_with_min_max_vars_per_channel(
+                   _variable(conv, "kernel"), _variable(conv, "kernel_min"), _variable(conv, "kernel_max"), narrow_range=True
+               ).numpy().transpose(3, 2, 0, 1),
+               "MatMul": tf().quantization.fake_quant_with_min_max_vars(
+                   _variable(dense, "kernel"), _variable(dense, "kernel_min"), _variable(dense, "kernel_max"), narrow_range=True
+               ).numpy()}
+    for op, expected in trained.items():
+        node = next(n for n in graph.node if n.op_type == op)
+        dequantize = next(n for n in graph.node if n.output[0] == node.input[1])
+        quantized, scale, zero_point = (_initializer(graph, name) for name in dequantize.input)
+        assert quantized.dtype == np.uint8 and np.all(zero_point == 128)
+        shape = [-1] + [1] * (quantized.ndim - 1) if op == "Conv" else [1, -1] if scale.size > 1 else []
+        np.testing.assert_allclose((quantized.astype(np.float32) - 128) * scale.reshape(shape), expected, rtol=1e-6, atol=1e-7)
+    # onnxruntime computes the QAT model's function on every CPU: the logits (log-probabilities up to a constant
+    # per sample) agree with TensorFlow's to one logit step, the most that a value on a rounding boundary can move
+    # (TensorFlow rounds ties up and onnxruntime to even, and they sum in different orders)
     softmax = next(node for node in graph.node if node.op_type == "Softmax")
     logits_dq = next(node for node in graph.node if node.output[0] == softmax.input[0])
     step = float(_initializer(graph, logits_dq.input[1]))
-    assert np.abs(_run(tmp_path / "out", X) - qat.predict(X, verbose=0)).max() <= step
+    expected = qat.predict(X, verbose=0)
+    for outputs in (_run(tmp_path / "out", X), _run_without_vnni(tmp_path / "out" / "model.onnx", X, tmp_path)):
+        assert _logit_steps(outputs, expected, step) <= 1.001
+
+
+def _variable(layer, name: str):
+    """A QAT layer's variable by its last name part: 'kernel', 'kernel_min', 'kernel_max'."""
+    return next(v for v in layer.weights if v.name.split("/")[-1].split(":")[0] == name)
+
+
+def _logit_steps(probabilities: np.ndarray, expected: np.ndarray, step: float) -> float:
+    """Largest difference, in logit quantization steps, between the logits behind two softmax outputs."""
+    difference = np.log(probabilities) - np.log(expected)
+    return float(np.abs(difference - np.median(difference, axis=1, keepdims=True)).max() / step)
 
 
 def _initializer(graph, name: str) -> np.ndarray:

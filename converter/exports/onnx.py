@@ -9,7 +9,8 @@ model.onnx (and model.onnx.data with external data) is written to the artifact f
 intermediate lives in a temporary folder.
 
 A quantization-aware-trained model is converted through its FakeQuantWithMinMaxVars nodes, which
-tf2onnx turns into QuantizeLinear/DequantizeLinear pairs.
+tf2onnx turns into QuantizeLinear/DequantizeLinear pairs; its weights, which tf2onnx leaves as float
+constants on their trained grid, get explicit uint8 QDQ (see onnx_qat).
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
         float_model = onnx.load(str(float_path), load_external_data=False)
         if qat:
             _check_qat(float_model)
+            _quantize_qat_weights(float_path, large, result)
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / FILENAME
         if spec.quantization == "none":
@@ -137,6 +139,19 @@ def _fold_batchnorm(path: Path, external: bool, result: ExportResult) -> None:
     if done["folded_batchnorms"]:
         _save(model, path, external)
         result.details["folded_batchnorms"] = done["folded_batchnorms"]
+
+
+def _quantize_qat_weights(path: Path, external: bool, result: ExportResult) -> None:
+    """Give the QAT model's weights (float constants on their trained grid) explicit uint8 QDQ (see onnx_qat)."""
+    import onnx
+
+    from converter.exports.onnx_qat import quantize_qat_weights
+
+    model = onnx.load(str(path))
+    count = quantize_qat_weights(model)
+    if count:
+        _save(model, path, external)
+    result.details["qat_uint8_weights"] = count
 
 
 @contextmanager
