@@ -5,18 +5,29 @@ BIN := $(VENV)/bin
 JS := converter/runtimes/js
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast clean docs
+.PHONY: install chromium demo test test-fast clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt $(JS)/package-lock.json
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,ray,mlflow,tables]'
 	npm ci --prefix $(JS) --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) chromium
+
+# The browser backends (browser-webgl, -wasm, -cpu, -webgpu) run TF.js in the OS's Chromium. Installed here
+# when missing and possible (root with apt-get); otherwise those backends are reported as skipped.
+chromium:
+	@if [ -n "$$CONVERT_CHROMIUM" ] || command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Chromium for the browser backends: apt-get install -y chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+	  || echo "warning: Chromium could not be installed: the browser backends will be skipped"; \
+	else echo "note: no Chromium, and installing it needs root and apt-get: the browser backends will be skipped (install: apt-get install -y chromium)"; fi
 
 demo: install
 	$(BIN)/convert run recipes/mobilenet.yaml
@@ -29,6 +40,7 @@ test-fast: install
 
 docs: install
 	$(BIN)/convert schema-docs > docs/recipe-reference.md
+	$(BIN)/convert cli-docs > docs/cli-reference.md
 
 clean:
 	rm -rf runs .pytest_cache

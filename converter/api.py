@@ -109,46 +109,44 @@ def run(recipe: str | Path | Mapping[str, Any], overrides: Iterable[str] = (), o
     return Report(report, out_dir)
 
 
-def explain(run_dir: str | Path, artifact: str, backend: Optional[str] = None, against: Optional[str] = None,
-            samples: Optional[int] = None, recipe: Optional[str | Path] = None, overrides: Iterable[str] = (),
-            cache_dir: Optional[Path] = None, force: bool = False,
-            log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
-    """Where the error of `artifact` starts on `backend` (default: its first failed backend, else its first one),
-    for a finished run folder: the layer map, per-layer errors, ranking and suggestion (docs/explain.md).
+def explain(target: str | Path, export: str, backend: Optional[str] = None, against: Optional[str] = None,
+            samples: Optional[int] = None, overrides: Iterable[str] = (), cache_dir: Optional[Path] = None,
+            force: bool = False, log: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Where the error of the artifact `export` starts on `backend`: the layer map against the float model, each
+    layer's accumulated and local error, the ranking and the recipe change to try (docs/explain.md).
 
-    The run's recipe is loaded again (`recipe` overrides the path report.json records; `overrides` must repeat the
-    run's --set values, its hash is checked) and the explain step runs with the run's cache: what the run computed
-    is reused, and the result is cached for the next call (`force`: computed again).
+    `target` is a recipe (default backend: the export's first) or a `convert run` output folder, whose recipe is
+    loaded again (`overrides` must repeat the run's --set values: its hash is checked; default backend: the first
+    the artifact failed on). The steps it needs (export, ...) come from the cache or are computed; the result is
+    cached for the next call (`force`: computed again). UserError for an unknown export or backend.
     """
-    from converter.reporting.compare import load_report
     from converter.executor import LocalExecutor
     from converter.plan import EXPLAIN_SAMPLES, PlanOptions, build_plan, explain_step
     from converter.progress import LogEvents
     from converter.store import Store, default_root
-    from converter.suggest import did_you_mean
 
-    report, _ = load_report(Path(run_dir))
-    source = Path(recipe) if recipe else Path(report.get("recipe") or "")
-    if not source.is_file():
-        raise UserError(f"{run_dir}: the recipe it was made from ({source}) is not there: give it with --recipe")
-    loaded = load_recipe(source, overrides)
-    if loaded.hash() != report.get("recipe_hash"):
-        raise UserError(f"{source} is not the recipe {run_dir} was made from (its hash differs): repeat the run's "
-                        "--set values, or give the recipe it used with --recipe")
+    target = Path(target)
+    report = None
+    if target.is_dir() or target.suffix == ".json":
+        from converter.reporting.compare import load_report
+
+        report, _ = load_report(target)
+        source = Path(report.get("recipe") or "")
+        if not source.is_file():
+            raise UserError(f"{target}: the recipe it was made from ({source}) is not there: give the recipe instead")
+        loaded = load_recipe(source, overrides)
+        if loaded.hash() != report.get("recipe_hash"):
+            raise UserError(f"{source} has changed since {target} was made (its hash differs; repeat the run's "
+                            "--set values): give the recipe instead")
+    else:
+        loaded = load_recipe(target, overrides)
     plan_ = build_plan(loaded, PlanOptions(benchmark=False))
-    export = next((e for e in plan_.exports if e.spec.name == artifact), None)
-    if export is None:
-        raise UserError(f"{artifact}: no such artifact in {run_dir}{did_you_mean(artifact, [e.spec.name for e in plan_.exports])}")
-    if backend is None:
-        evaluations = next(a for a in report["artifacts"] if a["name"] == artifact).get("evaluations", [])
-        failed = [e["backend"] for e in evaluations if not e.get("passed", True) and e["backend"] in export.checks]
-        backend = failed[0] if failed else next(iter(export.checks), None)
+    chosen = _explained_export(plan_, export)
+    backend = backend or _default_backend(chosen, report)
     for name, option in ((backend, "--backend"), (against, "--against")):
-        if name is not None and name not in export.checks:
-            raise UserError(f"{option} {name}: {artifact} is not checked on it here{did_you_mean(name, export.checks)}")
-    if backend is None:
-        raise UserError(f"{artifact}: no backend on this machine runs it")
-    step = explain_step(plan_, export, backend, samples or EXPLAIN_SAMPLES, against)
+        if name is not None:
+            _check_backend(chosen, name, option)
+    step = explain_step(plan_, chosen, backend, samples or EXPLAIN_SAMPLES, against)
     store = Store(Path(cache_dir) if cache_dir else default_root())
     if force:
         store.forget(step.id)
@@ -158,5 +156,78 @@ def explain(run_dir: str | Path, artifact: str, backend: Optional[str] = None, a
     return dict(outcome.record)
 
 
+def _explained_export(plan_, name: str):
+    from converter.suggest import did_you_mean
+
+    found = next((e for e in plan_.exports if e.spec.name == name), None)
+    if found is None:
+        raise UserError(f"--export {name}: no such export in {plan_.recipe.name}"
+                        f"{did_you_mean(name, [e.spec.name for e in plan_.exports])}")
+    return found
+
+
+def _default_backend(export, report) -> str:
+    """The first backend the artifact failed on in `report`, else the export's first checked backend (of those
+    whose runtime reads intermediate tensors)."""
+    from converter.explain.failures import reads_tensors
+
+    if report is not None:
+        artifact = next((a for a in report["artifacts"] if a.get("name") == export.spec.name), {})
+        failed = [e["backend"] for e in artifact.get("evaluations", [])
+                  if e.get("status") == "failed" and e.get("backend") in export.checks and reads_tensors(e["backend"])]
+        if failed:
+            return failed[0]
+    if not export.checks:
+        why = "; ".join(f"{b}: {w}" for b, w in export.skipped.items())
+        raise UserError(f"--export {export.spec.name}: no backend on this machine runs it" + (f" ({why})" if why else ""))
+    able = [b for b in export.checks if reads_tensors(b)]
+    if not able:
+        raise UserError(f"--export {export.spec.name}: none of its backends ({', '.join(export.checks)}) can read "
+                        "intermediate tensors")
+    return able[0]
+
+
+def _check_backend(export, name: str, option: str) -> None:
+    from converter.suggest import did_you_mean
+
+    from converter.explain.failures import reads_tensors
+
+    if name in export.checks and not reads_tensors(name):
+        able = [b for b in export.checks if reads_tensors(b)]
+        raise UserError(f"{option} {name}: its runtime cannot read intermediate tensors"
+                        + (f" (explain runs on: {', '.join(able)})" if able else ""))
+    if name in export.checks:
+        return
+    if name in export.skipped:
+        raise UserError(f"{option} {name}: not available for {export.spec.name} here: {export.skipped[name]}")
+    raise UserError(f"{option} {name}: {export.spec.name} ({export.spec.format}) does not run on it"
+                    f"{did_you_mean(name, export.checks)}")
+
+
 class ExplainFailed(Exception):
     """The artifact could not be explained on that backend (it does not load, or its runtime cannot read tensors)."""
+
+
+def sweep(sweep_file: str | Path, out: Optional[Path] = None, executor: str = "local", jobs: Optional[int] = None,
+          address: Optional[str] = None, mlflow: bool = False, cache_dir: Optional[Path] = None, force: bool = False,
+          progress: bool = True):
+    """Run a sweep (converter/sweep/) from a notebook or script; returns a SweepResult (`.frame()` is the table).
+
+    progress=True shows a progress bar where one can be drawn (a terminal, or Jupyter through rich)."""
+    from rich.console import Console
+
+    from converter.progress import ConsoleEvents
+    from converter.sweep.run import SweepOptions, run_sweep
+
+    options = SweepOptions(out=Path(out) if out else None, cache_dir=cache_dir, force=force, executor=executor,
+                           jobs=jobs, address=address, mlflow=mlflow)
+    console = Console(highlight=False)
+    show = (lambda ctx: ConsoleEvents(console, console.is_terminal or console.is_jupyter, ctx.cache_root)) if progress else None
+    return run_sweep(Path(sweep_file), options, console=show)
+
+
+def load(folder: str | Path):
+    """The results table of a run or sweep folder as a pandas DataFrame: one row per (cell, artifact, backend)."""
+    from converter.results import load as load_table
+
+    return load_table(Path(folder))

@@ -5,6 +5,7 @@ recipe's budget, and the state of each backend (ran, failed to run, or not avail
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -32,7 +33,7 @@ def assemble(loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome], sec
         if reference_size and artifact.size_bytes:
             artifact.size_ratio = artifact.size_bytes / reference_size
     result = RunResult(
-        name=recipe.name, recipe_hash=loaded.hash(), recipe=str(loaded.path) if loaded.path else None,
+        name=recipe.name, model=recipe.model.application or Path(recipe.model.path).name, recipe_hash=loaded.hash(), recipe=str(loaded.path) if loaded.path else None,
         reference=reference, stages=_stages(plan, outcomes), artifacts=artifacts, warnings=list(loaded.warnings),
         run={"seconds": round(seconds, 2), **run_info}, versions=tool_versions(), machine=machine)
     result.findings = findings(result.to_json())
@@ -85,11 +86,15 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
     for key in ("files", "size_bytes", "gzip_bytes", "sha256", "seconds", "notes", "details"):
         setattr(artifact, key, record.get(key, getattr(artifact, key)))
     budget = loaded.recipe.verify.budget().merged(spec.verify)
+    skipped = dict(export.skipped)
     for backend, step in export.checks.items():
-        artifact.evaluations.append(_evaluation(artifact, outcomes[step.id], budget, reference,
-                                                loaded.recipe.verify.within_noise))
+        outcome = outcomes[step.id]
+        if not outcome.ok and outcome.record.get("skipped"):  # found unavailable only when loading (no WebGPU)
+            skipped[backend] = outcome.record["skipped"]
+            continue
+        artifact.evaluations.append(_evaluation(artifact, outcome, budget, reference, loaded.recipe.verify.within_noise))
         _attach_explain(artifact.evaluations[-1], export.explains.get(backend), outcomes)
-    for backend, why in export.skipped.items():
+    for backend, why in skipped.items():
         requested = spec.backends is not None and backend in spec.backends
         evaluation = Evaluation(backend, "error" if requested else "skipped", skipped=why)
         if requested:
@@ -102,7 +107,7 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
         if outcome is None:
             continue
         head = {k: step.config[k] for k in ("backend", "threads", "batch")}
-        artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, "error": outcome.error})
+        artifact.latency.append({**head, **outcome.record} if outcome.ok else {**head, **outcome.record, "error": outcome.error})
     return artifact
 
 
@@ -148,17 +153,22 @@ def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Referen
 
 
 class Judge:
-    """The verdict on one check as soon as it finishes, for the console (the report judges everything again)."""
+    """The verdict on an artifact as soon as its last check finishes, as console lines (the report judges
+    everything again): one PASS line for an artifact that passed on every backend, one FAIL line per backend it
+    failed on."""
 
     def __init__(self, loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome]):
         self.loaded, self.plan, self.outcomes = loaded, plan, outcomes
         self._reference: Optional[Reference] = None
         self._exports = {step.id: export for export in plan.exports for step in export.checks.values()}
+        self._done: dict[str, list[Evaluation]] = {}
 
     def evaluation(self, outcome: Outcome) -> Optional[Evaluation]:
         """The judged evaluation of a check step's outcome (None for other steps)."""
         export = self._exports.get(outcome.step.id)
         if export is None:
+            return None
+        if (outcome.error or "").startswith("not run:") or outcome.record.get("skipped"):
             return None
         if self._reference is None:
             self._reference = _reference(self.plan, self.outcomes)
@@ -168,16 +178,29 @@ class Judge:
         return _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
 
     def __call__(self, outcome: Outcome) -> Optional[str]:
-        evaluation = self.evaluation(outcome)
-        if evaluation is None:
+        export = self._exports.get(outcome.step.id)
+        if export is None:
             return None
-        where = f"{self._exports[outcome.step.id].spec.name} on {evaluation.backend}"
-        if not evaluation.passed:
-            return f"[red]FAIL[/red] {_escape(evaluation.reasons[0] if evaluation.reasons else where)}"
-        top1, drop = evaluation.metrics.get("top1"), evaluation.metrics.get("top1_drop")
-        figures = f": top-1 {100 * top1:.2f} %" if top1 is not None else ""
-        figures += f" (drop {100 * drop:.2f} pts)" if drop is not None else ""
-        return f"[green]PASS[/green] {_escape(where)}{figures}"
+        spec = export.spec
+        evaluations = self._done.setdefault(spec.name, [])
+        evaluation = self.evaluation(outcome)
+        if evaluation is not None:
+            evaluations.append(evaluation)
+        if any(step.id not in self.outcomes for step in export.checks.values()) or not evaluations:
+            return None
+        failed = [e for e in evaluations if not e.passed]
+        if failed:
+            return "\n".join(f"[red]FAIL[/red] {_escape(e.reasons[0] if e.reasons else spec.name + ' on ' + e.backend)}"
+                             for e in failed)
+        top1 = sorted(e.metrics["top1"] for e in evaluations if e.metrics.get("top1") is not None)
+        drops = [e.metrics["top1_drop"] for e in evaluations if e.metrics.get("top1_drop") is not None]
+        figures = ""
+        if top1:
+            figures = f": top-1 {100 * top1[0]:.2f} %" if top1[0] == top1[-1] else \
+                f": top-1 {100 * top1[0]:.2f} to {100 * top1[-1]:.2f} %"
+        if drops:
+            figures += f" (drop at most {100 * max(drops):.2f} pts)"
+        return f"[green]PASS[/green] {_escape(spec.name)}{figures} on {', '.join(e.backend for e in evaluations)}"
 
 
 def _escape(text: str) -> str:

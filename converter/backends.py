@@ -24,6 +24,7 @@ class BackendInfo:
     package: str = ""  # the Python package that is the runtime
     library: str = ""  # module the latency worker imports before loading the model ("module:function" to call it)
     probe: str = ""  # "module:function" raising DependencyError when the backend cannot run on this machine
+    default: bool = True  # run when a recipe names no backends; False: only when a recipe asks for it
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -41,6 +42,21 @@ BACKENDS: dict[str, BackendInfo] = {
                              {"backend": "wasm"}, single_threaded=True, timed_in="node",
                              version="converter.runtimes.tfjs:runner_versions", probe="converter.runtimes.tfjs:probe"),
 }
+# TF.js in the OS's headless Chromium (converter/runtimes/browser.py), driven by playwright-core over a page served
+# from loopback with cross-origin isolation. Without a GPU, WebGL and WebGPU run in software (SwiftShader).
+_BROWSER = dict(runtime="converter.runtimes.browser:BrowserRuntime", formats=("tfjs_graph", "tfjs_layers"), target="web",
+                timed_in="browser", version="converter.runtimes.browser:browser_versions",
+                probe="converter.runtimes.browser:probe")
+BACKENDS.update({
+    "browser-webgl": BackendInfo(**_BROWSER, options={"backend": "webgl"}, single_threaded=True),
+    "browser-wasm": BackendInfo(**_BROWSER, options={"backend": "wasm"}),  # SIMD, and real threads
+    # the plain .wasm build: no SIMD, no threads; opt-in, to see what SIMD buys
+    "browser-wasm-nosimd": BackendInfo(**_BROWSER, options={"backend": "wasm", "simd": False}, single_threaded=True,
+                                       default=False),
+    "browser-cpu": BackendInfo(**_BROWSER, options={"backend": "cpu"}, single_threaded=True, default=False),
+    # 174 ms per MobileNet v1 0.25 inference in SwiftShader, 4 s to its first: opt-in where there is no GPU
+    "browser-webgpu": BackendInfo(**_BROWSER, options={"backend": "webgpu"}, single_threaded=True, default=False),
+})
 TARGETS = ("server", "mobile", "web")
 
 
@@ -48,9 +64,9 @@ def names() -> tuple[str, ...]:
     return tuple(BACKENDS)
 
 
-def for_format(fmt: str) -> tuple[str, ...]:
-    """Every backend that runs artifacts of format `fmt`, in table order."""
-    return tuple(name for name, info in BACKENDS.items() if fmt in info.formats)
+def for_format(fmt: str, defaults_only: bool = False) -> tuple[str, ...]:
+    """Every backend that runs artifacts of format `fmt` (or only those run by default), in table order."""
+    return tuple(name for name, info in BACKENDS.items() if fmt in info.formats and (info.default or not defaults_only))
 
 
 def open_runtime(backend: str, fmt: str, path: Path, threads: Optional[int] = None):
@@ -62,7 +78,7 @@ def open_runtime(backend: str, fmt: str, path: Path, threads: Optional[int] = No
 
 def unavailable(backend: str) -> Optional[str]:
     """Why `backend` cannot run on this machine (with the command that fixes it), or None when it can."""
-    from converter.errors import DependencyError
+    from converter.errors import BackendUnavailable, DependencyError
 
     info = BACKENDS[backend]
     try:
@@ -74,7 +90,7 @@ def unavailable(backend: str) -> Optional[str]:
             module = {"ai-edge-litert": "ai_edge_litert"}.get(info.package, info.package)
             if importlib.util.find_spec(module) is None:
                 raise DependencyError(f"the Python package {info.package} is not installed: run `make install`")
-    except DependencyError as error:
+    except (DependencyError, BackendUnavailable) as error:
         return str(error)
     return None
 

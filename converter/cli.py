@@ -45,7 +45,7 @@ def _fail(exc: BaseException, debug: bool) -> None:
     if isinstance(exc, UserError):
         if debug:
             traceback.print_exception(exc)
-        for problem in getattr(exc, "problems", None) or [exc]:
+        for problem in str(exc).splitlines() or [type(exc).__name__]:  # RecipeErrors, SweepErrors: one per line
             typer.echo(f"error: {problem}", err=True)
         raise typer.Exit(EXIT_USER)
     raise exc
@@ -61,7 +61,7 @@ def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = D
         loaded = validate_recipe(recipe, set_)
     except UserError as exc:
         if json_out:
-            problems = [str(p) for p in (getattr(exc, "problems", None) or [exc])]
+            problems = str(exc).splitlines()
             typer.echo(json.dumps({"ok": False, "recipe": str(recipe), "errors": problems}))
         _fail(exc, debug)
     r = loaded.recipe
@@ -101,6 +101,8 @@ def run(
     force: bool = typer.Option(False, "--force", help="Recompute every step, ignoring the cache."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip evaluation on the eval data (parity checks still run)."),
     no_benchmark: bool = typer.Option(False, "--no-benchmark", help="Skip latency measurement."),
+    no_explain: bool = typer.Option(False, "--no-explain", help="Do not look for where the error starts in failed "
+                                    "artifacts (convert explain)."),
     quick: bool = typer.Option(False, "--quick", help="Short latency schedule."),
     rigorous: bool = typer.Option(False, "--rigorous", help="Long latency schedule."),
     summary_file: Optional[Path] = typer.Option(None, "--summary-file", help="Also write the one-line JSON summary here."),
@@ -126,13 +128,14 @@ def run(
         schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0}
     elif rigorous:
         schedule = {"warmup_runs": 50, "warmup_seconds": 3.0, "min_runs": 500, "min_seconds": 10.0, "max_runs": 10000, "max_seconds": 60.0}
-    console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
+    stream = ConsoleStream()
+    console = Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 160)
     live = console.is_terminal and not json_only and sys.stdout.isatty()
     try:
         report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify, cache_dir=cache_dir,
                          benchmark=False if no_benchmark else None, benchmark_overrides=schedule,
                          console=lambda ctx: ConsoleEvents(console, live, ctx.cache_root, ctx.judge),
-                         native_log=not verbose)
+                         native_log=not verbose, explain=not no_explain)
     except UserError as exc:
         _fail(exc, debug)
     summary = {
@@ -164,6 +167,54 @@ def run(
     if summary_file:
         summary_file.write_text(line + "\n")
     raise typer.Exit(0 if report.passed else EXIT_FAILED)
+
+
+@app.command()
+def sweep(
+    sweep_file: Path = typer.Argument(..., help="Sweep YAML file: a base recipe and axes to vary."),
+    plan_only: bool = typer.Option(False, "--plan", help="Show the cells and what is cached; run nothing."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/<sweep name>)."),
+    cache_dir: Optional[Path] = CacheOpt,
+    executor: str = typer.Option("local", "--executor", help="'local' (this machine) or 'ray' (a Ray cluster)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Local: steps at once (default: what the "
+                                       "cores and memory allow)."),
+    address: Optional[str] = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray: the cluster's address."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Log each cell to MLflow (./mlruns unless MLFLOW_TRACKING_URI)."),
+    force: bool = typer.Option(False, "--force", help="Recompute every step, ignoring the cache."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip evaluation on the eval data."),
+    no_benchmark: bool = typer.Option(False, "--no-benchmark", help="Skip latency measurement."),
+    quick: bool = typer.Option(False, "--quick", help="Short latency schedule."),
+    debug: bool = DebugOpt,
+) -> None:
+    """Run a recipe over the product of axes (models, export variants, calibration settings, seeds): one report per
+    cell, one results table and one sweep report; shared steps run once. Exit 0 when every cell passed."""
+    from rich.console import Console
+
+    from converter.progress import ConsoleEvents, ConsoleStream
+    from converter.sweep.run import SweepOptions, render_sweep_plan, run_sweep
+
+    if executor not in ("local", "ray"):
+        _fail(UserError(f"--executor: '{executor}' is not an executor (expected local or ray)"), debug)
+    schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0} if quick else {}
+    options = SweepOptions(out=out, cache_dir=cache_dir, force=force, executor=executor, jobs=jobs, address=address,
+                           mlflow=mlflow, evaluate=not no_verify, benchmark=False if no_benchmark else None,
+                           benchmark_overrides=schedule)
+    console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
+    try:
+        if plan_only:
+            typer.echo(render_sweep_plan(sweep_file, options), nl=False)
+            return
+        result = run_sweep(sweep_file, options, console=lambda ctx: ConsoleEvents(
+            console, console.is_terminal and sys.stdout.isatty(), ctx.cache_root))
+    except UserError as exc:
+        _fail(exc, debug)
+    for cell in result.cells:
+        if not cell["passed"]:
+            typer.echo(f"FAIL cell {cell['name']}: " + "; ".join(cell["failed"] + cell["errors"]), err=True)
+    typer.echo(f"sweep: {result.out_dir / 'sweep.html'}; table: {result.out_dir / 'results.csv'}", err=True)
+    typer.echo(json.dumps({"sweep": result.out_dir.name, "passed": result.passed, "out": str(result.out_dir),
+                           "cells": len(result.cells), "failed": [c["name"] for c in result.cells if not c["passed"]]}))
+    raise typer.Exit(0 if result.passed else EXIT_FAILED)
 
 
 cache_app = typer.Typer(help="Inspect and prune the step cache shared by every recipe.", no_args_is_help=True)
@@ -227,15 +278,13 @@ def compare(
 
 @app.command()
 def explain(
-    run_dir: Path = typer.Argument(..., help="A `convert run` output folder (or its report.json)."),
-    artifact: str = typer.Argument(..., help="The artifact to explain, by its export name."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="The backend (default: the artifact's first "
-                                          "failed backend, else its first one)."),
+    target: Path = typer.Argument(..., help="A recipe YAML file, or a `convert run` output folder."),
+    export: str = typer.Option(..., "--export", help="The artifact to explain, by its export name."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="The backend (default: the first the artifact "
+                                          "failed on in the run folder, else the export's first)."),
     against: Optional[str] = typer.Option(None, "--against", help="A second backend: the first tensor whose "
                                           "values differ between the two."),
     samples: int = typer.Option(32, "--samples", min=1, help="Evaluation samples the errors are measured on."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="The recipe the run was made from (default: the "
-                                          "path its report.json records)."),
     set_: List[str] = SetOpt,
     cache_dir: Optional[Path] = CacheOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Also write explain.json, explain.md and explain.html "
@@ -245,12 +294,13 @@ def explain(
     debug: bool = DebugOpt,
 ) -> None:
     """Where an artifact's error starts: a layer map against the float model, each layer's local and accumulated
-    error, the layers to look at first and the recipe change that keeps them at higher precision."""
+    error, the layers to look at first and the recipe change that keeps them at higher precision.
+    Exit 0 with the explanation, 1 when the artifact cannot be explained on that backend, 2 on bad input."""
     from converter import api
     from converter.reporting.explain import render_html, render_markdown
 
     try:
-        record = api.explain(run_dir, artifact, backend, against, samples, recipe, set_, cache_dir, force,
+        record = api.explain(target, export, backend, against, samples, set_, cache_dir, force,
                              log=lambda message: typer.echo(message, err=True))
     except UserError as exc:
         _fail(exc, debug)
@@ -265,6 +315,14 @@ def explain(
         (out / "explain.html").write_text(render_html(record))
         typer.echo(f"wrote {out / 'explain.md'}, explain.html and explain.json", err=True)
     typer.echo(json.dumps(record, indent=1) if as_json else markdown, nl=as_json)
+
+
+@app.command("cli-docs")
+def cli_docs() -> None:
+    """Print the CLI and Python API reference generated from the code (docs/cli-reference.md)."""
+    from converter.cli_reference import render
+
+    typer.echo(render(), nl=False)
 
 
 @app.command("schema-docs")

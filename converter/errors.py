@@ -30,6 +30,26 @@ class RecipeError(UserError):
         super().__init__(f"{where}: {message}")
 
 
+class RecipeErrors(RecipeError):
+    """Every problem found in one recipe. ``str()`` is one line per problem: first the recipe's, in line
+    order, then those of --set. ``errors`` holds them as RecipeError; key, line, source and message are the
+    first one's, so code that handles a single RecipeError keeps working."""
+
+    def __init__(self, errors: list[RecipeError]):
+        if not errors:
+            raise ValueError("RecipeErrors needs at least one error")
+        unique: dict[str, RecipeError] = {}
+        for error in errors:
+            unique.setdefault(str(error), error)
+        self.errors = sorted(unique.values(), key=lambda e: (e.source == "--set", e.line or 0))
+        first = self.errors[0]
+        super().__init__(first.key, first.message, first.line, first.source)
+        self.args = ("\n".join(str(e) for e in self.errors),)
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class ModelError(UserError):
     """The model file is missing, unreadable or not loadable as declared."""
 
@@ -48,3 +68,11 @@ class ConversionError(ConvertError):
 
 class RunLocked(UserError):
     """Another `convert run` holds the output folder."""
+
+
+# -- browser backends (branch `browser`): a backend this machine cannot offer ------------------------
+class BackendUnavailable(ConversionError):
+    """A backend cannot run here at all (no Chromium, no WebGPU adapter): the row is skipped, not failed.
+
+    The message says why and, where one exists, the one command that installs what is missing.
+    """

@@ -18,14 +18,17 @@ class ModelRef:
     path: Path
     kind: Literal["keras", "savedmodel"]
     signature: str = "serving_default"
+    trusted_code: bool = False  # the recipe said model.trust_model_code: Lambda bytecode may be deserialised
 
     def load_keras(self):
-        """Load the tf_keras model, inside tfmot's quantize scope so QAT models load too."""
+        """Load the tf_keras model, inside tfmot's quantize scope so QAT models load too, and in tf_keras's safe
+        mode unless the recipe trusts the model's code (a second guard behind converter.keras_code)."""
         if self.kind != "keras":
             raise TypeError(f"{self.path} is a plain SavedModel, not a Keras model")
+        from converter.sources import keras_safe_mode
         from converter.tf_env import keras, tfmot
 
-        with tfmot().quantization.keras.quantize_scope():
+        with tfmot().quantization.keras.quantize_scope(), keras_safe_mode(self.trusted_code):
             return keras().models.load_model(str(self.path), compile=False)
 
     def load_signature(self):

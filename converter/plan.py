@@ -20,7 +20,7 @@ from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
-STEP_VERSIONS = {"source": 2, "data": 2, "stage": 2, "outputs": 2, "export": 2, "check": 3, "latency": 2, "explain": 1}
+STEP_VERSIONS = {"source": 3, "data": 2, "stage": 3, "outputs": 2, "export": 2, "check": 3, "latency": 2, "explain": 1}
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,10 @@ def _model_steps(plan: Plan, recipe: Recipe) -> None:
     inputs: dict[str, Any] = {}
     locations: dict[str, str] = {}
     if spec.path is not None:
-        inputs["model"], locations["model"] = _content_hash(Path(spec.path)), str(spec.path)
+        inputs["model"], locations["model"] = _content_hash(Path(spec.path), "model.path"), str(spec.path)
         inputs["model_type"] = "folder" if Path(spec.path).is_dir() else Path(spec.path).suffix.lower()
     elif spec.weights not in ("none", "imagenet"):
-        inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights)), str(spec.weights)
+        inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights), "model.weights"), str(spec.weights)
     config = spec.model_dump(mode="json", exclude={"path", "weights"})  # trust stays: it decides what may load
     config["weights"] = spec.weights if spec.weights in ("none", "imagenet") else "file"
     plan.models["source"] = plan.add(Step("source", "load the model", config, {}, inputs,
@@ -151,9 +151,12 @@ def _data_step(role: str, spec: DatasetSpec, source: Step) -> Step:
 
 
 def _parity_data(plan: Plan, recipe: Recipe) -> Step:
-    """The parity inputs: the eval data when there is some, else seeded random inputs of the model's shape."""
-    if "eval" in plan.data:
-        return plan.data["eval"]
+    """The parity inputs: real samples when the recipe has any (eval, else calibration, else train data: an int8
+    artifact judged on inputs outside its calibrated range would fail for no fault of its own), else seeded random
+    inputs of the model's shape."""
+    for role in ("eval", "calibration", "train"):
+        if role in plan.data:
+            return plan.data[role]
     spec = DatasetSpec(source="synthetic", count=recipe.verify.parity_samples, seed=0)
     return plan.add(_data_step("parity", spec, plan.models["source"]))
 
@@ -236,7 +239,7 @@ def explain_step(plan: Plan, export: ExportPlan, backend: str, samples: int = EX
 
 def _backends(spec: ExportBase) -> list[str]:
     able = backend_table.for_format(spec.format)
-    return [b for b in (spec.backends or able) if b in able]
+    return [b for b in (spec.backends or backend_table.for_format(spec.format, defaults_only=True)) if b in able]
 
 
 def _schedule(recipe: Recipe, options: PlanOptions):
@@ -271,12 +274,16 @@ def _machine_key() -> dict[str, Any]:
 _HASHES: dict[tuple[str, float, int], str] = {}
 
 
-def _content_hash(path: Path) -> str:
-    """Hash of a file's or folder's contents, memoized per process by path, mtime and size."""
-    from converter.store import hash_path
+def _content_hash(path: Path, key_name: str) -> str:
+    """Hash of a model file's or folder's contents, memoized per process by path, mtime and size; ModelError
+    naming the recipe key and the entry that cannot be read."""
+    from converter.sources import model_fingerprint
 
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:
+        return model_fingerprint(path, key_name)  # raises the ModelError
     key = (str(path), stat.st_mtime, stat.st_size)
     if key not in _HASHES:
-        _HASHES[key] = hash_path(path)
+        _HASHES[key] = model_fingerprint(path, key_name)
     return _HASHES[key]

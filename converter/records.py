@@ -132,6 +132,7 @@ class StageRecord:
 @dataclass
 class RunResult:
     name: str
+    model: str  # the source model: its Keras application name or file name
     recipe_hash: str
     recipe: Optional[str]
     reference: Reference
@@ -151,7 +152,7 @@ class RunResult:
         return next(a for a in self.artifacts if a.name == name)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "recipe_hash": self.recipe_hash, "recipe": self.recipe, "passed": self.passed,
+        return {"name": self.name, "model": self.model, "recipe_hash": self.recipe_hash, "recipe": self.recipe, "passed": self.passed,
                 "reference": self.reference.to_json(), "stages": [asdict(s) for s in self.stages],
                 "artifacts": [a.to_json() for a in self.artifacts], "warnings": self.warnings, "run": self.run,
                 "versions": self.versions, "machine": self.machine, "findings": self.findings}

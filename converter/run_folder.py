@@ -112,11 +112,21 @@ class RunFolder:
             write_json(path / "report.json", report)
             for filename, render in renderers.items():
                 write_text(path / filename, render(report))
+            write_results(path, report)
             write_json(path / "manifest.json", manifest(report))
         except OSError as error:
             for leftover in path.glob(f"{_PREFIX}staging-*"):
                 _remove(leftover)
             raise os_error(path, error) from None
+
+
+def write_results(path: Path, report: dict[str, Any], table: list[dict[str, Any]] | None = None) -> None:
+    """results.csv (and results.parquet where pandas and pyarrow are installed): the tidy table of the run."""
+    from converter import results
+
+    table = results.rows(report, model=report.get("model")) if table is None else table
+    write_text(path / "results.csv", results.to_csv(table))
+    results.write_parquet(table, path / "results.parquet")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -9,34 +9,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from converter.errors import ModelError
+from converter.keras_code import refuse_code
 from converter.model_ref import ModelRef
 from converter.recipe.schema import ModelSpec
-
-CODE_LAYERS = ("Lambda",)
 
 
 def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-
-
-def _layer_classes(config: Any) -> Iterator[str]:
-    if isinstance(config, dict):
-        if "class_name" in config:
-            yield str(config["class_name"])
-        for value in config.values():
-            yield from _layer_classes(value)
-    elif isinstance(config, list):
-        for value in config:
-            yield from _layer_classes(value)
-
-
-def _refuse_code(path: Path, classes: Iterator[str] | list[str], spec: ModelSpec) -> None:
-    if spec.trust_model_code:
-        return
-    found = sorted({c for c in classes if c in CODE_LAYERS})
-    if found:
-        raise ModelError(f"{path}: contains {', '.join(found)} layers, whose Python code would run on load; "
-                         "set model.trust_model_code: true if you trust this file")
 
 
 def _keras3_version(path: Path) -> str | None:
@@ -48,33 +27,29 @@ def _keras3_version(path: Path) -> str | None:
         return None
 
 
-def _h5_config(path: Path) -> Any:
-    import h5py
+def model_fingerprint(path: Path, key: str = "model.path") -> str:
+    """Content hash of a model file or folder (store.hash_path), or a ModelError naming the recipe key and
+    the entry that cannot be read (an unreadable file in a SavedModel folder, a symbolic link loop)."""
+    from converter.store import hash_path
 
     try:
-        with h5py.File(path, "r") as handle:
-            raw = handle.attrs.get("model_config")
+        return hash_path(Path(path))
     except OSError as exc:
-        raise ModelError(f"{path}: not a readable HDF5 file ({exc})") from None
-    if raw is None:
-        raise ModelError(f"{path}: holds weights only, no model; use model.application with weights: {path}")
-    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        entry = exc.filename or path
+        raise ModelError(f"{key}: cannot read {entry} ({exc.strerror or exc})") from None
 
 
-def _scan(path: Path, spec: ModelSpec) -> None:
-    """Refuse Lambda & co. before any loader sees the file."""
-    if path.is_dir():
-        meta = path / "keras_metadata.pb"
-        if meta.exists() and not spec.trust_model_code and b'"class_name": "Lambda"' in meta.read_bytes():
-            _refuse_code(path, ["Lambda"], spec)
-    elif path.suffix == ".h5":
-        _refuse_code(path, _layer_classes(_h5_config(path)), spec)
-    elif path.suffix == ".keras":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                _refuse_code(path, _layer_classes(json.loads(archive.read("config.json"))), spec)
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise ModelError(f"{path}: not a readable .keras file ({exc})") from None
+@contextlib.contextmanager
+def keras_safe_mode(trusted: bool) -> Iterator[None]:
+    """tf_keras' own guard, for every kind of file: untrusted, it refuses Lambda bytecode while loading
+    (it checks only .keras files by itself). A second line behind keras_code.refuse_code."""
+    from converter.tf_env import keras
+
+    keras()
+    from tf_keras.src.saving import serialization_lib
+
+    with serialization_lib.SafeModeScope(not trusted):
+        yield
 
 
 @contextlib.contextmanager
@@ -106,27 +81,28 @@ def load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
     if spec.application:
         return _build_application(spec, out_dir)
     path = Path(spec.path)
-    _scan(path, spec)
+    if not path.is_dir() and path.suffix not in (".h5", ".hdf5", ".keras"):
+        raise ModelError(f"{path}: unknown model file; expected a SavedModel folder, .h5, .hdf5 or .keras")
+    refuse_code(path, spec.trust_model_code)  # decided on the configs tf_keras reads, whatever the file's name
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise ModelError(f"{path}: not a SavedModel folder (no saved_model.pb)")
         if (path / "keras_metadata.pb").exists():
-            return ModelRef(path, "keras", spec.signature)
-        return ModelRef(path, "savedmodel", spec.signature)
+            return ModelRef(path, "keras", spec.signature, spec.trust_model_code)
+        return ModelRef(path, "savedmodel", spec.signature, spec.trust_model_code)
     if path.suffix == ".keras":
         version = _keras3_version(path)
         if version and version.startswith("3"):
             raise ModelError(f"{path}: saved by Keras {version}, which tf_keras (needed for pruning and QAT) cannot "
                              "load; in Keras 3 run model.export('folder') and set model.path to that SavedModel folder")
-    if path.suffix not in (".h5", ".hdf5", ".keras"):
-        raise ModelError(f"{path}: unknown model file; expected a SavedModel folder, .h5 or .keras")
     try:
-        kwargs = {"safe_mode": not spec.trust_model_code} if path.suffix == ".keras" else {}
-        model = keras().models.load_model(str(path), compile=False, **kwargs)
+        kwargs = {"safe_mode": not spec.trust_model_code} if path.suffix == ".keras" and zipfile.is_zipfile(path) else {}
+        with keras_safe_mode(spec.trust_model_code):
+            model = keras().models.load_model(str(path), compile=False, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{path}: tf_keras cannot load it ({str(exc).splitlines()[0][:300]})") from None
     model.save(str(out_dir), save_format="tf")
-    return ModelRef(out_dir, "keras", "serving_default")
+    return ModelRef(out_dir, "keras", "serving_default", spec.trust_model_code)
 
 
 def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
@@ -139,6 +115,7 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
         if not weights_path.exists():
             raise ModelError(f"model.weights: file not found: {weights_path}")
         weights = str(weights_path)
+    keras().utils.set_random_seed(spec.seed)  # the initial weights of weights: none are the same in every process
     try:
         with _offline_weights():
             args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}  # YAML lists -> shapes
@@ -148,7 +125,7 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
     except (ValueError, TypeError, OSError) as exc:
         raise ModelError(f"model.application {spec.application}: {str(exc).splitlines()[0][:300]}") from None
     model.save(str(out_dir), save_format="tf")
-    return ModelRef(out_dir, "keras", "serving_default")
+    return ModelRef(out_dir, "keras", "serving_default", spec.trust_model_code)
 
 
 def io_signature(ref: ModelRef) -> dict[str, Any]:

@@ -37,8 +37,8 @@ def test_every_float_artifact_reproduces_the_reference_on_every_backend(imagenet
     report, _ = imagenet_report
     for name in FLOAT:
         artifact, rows = evaluations(report, name)
-        expected = {"savedmodel": {"tf"}, "tflite-float32": {"tflite"}, "onnx-float32": {"onnxruntime"}}.get(
-            name, {"tfjs-cpu", "tfjs-wasm"})
+        expected = {"savedmodel": {"tf"}, "tflite-float32": {"tflite"}, "onnx-float32": {"onnxruntime"},
+                    "tfjs-float32": {"tfjs-cpu", "tfjs-wasm", "browser-webgl", "browser-wasm"}}.get(name, {"tfjs-cpu", "tfjs-wasm"})
         assert {e["backend"] for e in rows} == expected
         for e in rows:
             assert abs(e["metrics"]["top1_drop"]) <= 0.005, (name, e["backend"], e["metrics"])

@@ -51,6 +51,24 @@ def findings(report: dict[str, Any]) -> list[str]:
         found += _slower_than_float(artifact, artifacts)
         if artifact["format"].startswith("tfjs"):
             found += _wasm_speedup(artifact)
+        found += _tensor_leaks(artifact)
+    return found
+
+
+def _tensor_leaks(artifact: dict[str, Any]) -> list[str]:
+    """Rows whose tf.memory() tensor count grew during the timed runs: something is not disposed per inference."""
+    found = []
+    for row in timed_rows(artifact):
+        memory = row.get("memory") or {}
+        before, after = memory.get("after_warmup") or {}, memory.get("after_timed") or {}
+        if "numTensors" not in before or "numTensors" not in after or after["numTensors"] <= before["numTensors"]:
+            continue
+        grown = after["numTensors"] - before["numTensors"]
+        found.append(f"{artifact['name']} on {row['backend']} ({row['threads']} thread(s), batch {row['batch']}) leaks tensors: "
+                     f"tf.memory().numTensors grew from {before['numTensors']} after the warm-up to {after['numTensors']} "
+                     f"after {row.get('n')} timed runs ({grown / max(row.get('n') or 1, 1):.3g} per run; numBytes "
+                     f"{before.get('numBytes')} -> {after.get('numBytes')}): an inference leaves tensors undisposed, "
+                     f"so a page running it keeps growing until it runs out of memory.")
     return found
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from converter.errors import BackendUnavailable
 from converter.benchmark.load import contention, noise_reasons, peak_rss_mb, sample
 from converter.benchmark.schedule import Timing, run_timing
 from converter.benchmark.stats import summarize
@@ -69,6 +70,7 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
         "timed_in": timed_in,
         "runtime": description,
         "notes": thread_notes(backend, spec["threads"], description),
+        **({"memory": timed["memory"]} if "memory" in timed else {}),  # [browser] tf.memory() after warm-up / timed runs
     }
     row["machine_load"] = contention(before, after)
     reasons = noise_reasons(row, row["machine_load"], spec["threads"])
@@ -120,6 +122,8 @@ def main(argv: list[str]) -> int:
         row = measure_here(spec)
     except Exception as error:  # any runtime failure becomes an error row
         row = {"error": f"{type(error).__name__}: {' '.join(str(error).split())[:500]}"}
+        if isinstance(error, BackendUnavailable):  # not offered on this machine: skipped, never cached
+            row["skipped"] = str(error)
     Path(spec["result"]).write_text(json.dumps(row, default=_plain))
     return 0
 

@@ -1,26 +1,28 @@
 """Read a recipe: YAML with line numbers, ${VAR} interpolation, --set overrides, then full validation.
 
-Nothing here imports TensorFlow; `convert validate` is this module plus schema.py.
+Every problem is reported at once (RecipeErrors, one line each, in line order) unless the text cannot be
+read at all (not YAML, an alias bomb). Nothing here imports TensorFlow; `convert validate` is this module
+plus yaml_reader.py and schema.py.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-import yaml
 from pydantic import ValidationError
 
-from converter.errors import RecipeError
-from converter.recipe.schema import Recipe
+from converter.errors import RecipeError, RecipeErrors
+from converter.recipe.schema import FORMATS, STAGE_TYPES, Recipe
+from converter.recipe.types import shown
+from converter.recipe.yaml_reader import Loc, YamlReader, loc_text
 from converter.suggest import did_you_mean
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-Loc = tuple[Any, ...]
+SET = "--set"
+_INDEX = re.compile(r"[0-9]{1,9}")  # ASCII digits only: '²'.isdigit() is True but int('²') fails
 
 
 @dataclass
@@ -53,136 +55,191 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ----------------------------------------------------------------------------- YAML with lines
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int], source: str) -> Any:
-    lines[loc] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else key_node.value
-            if key in result:
-                raise RecipeError(".".join(map(str, loc + (key,))), "duplicate key", key_node.start_mark.line + 1, source)
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-            result[key] = _to_python(value_node, loc + (key,), lines, source)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, loc + (i,), lines, source) for i, item in enumerate(node.value)]
-    value = yaml.safe_load(yaml.serialize(node))
-    if isinstance(value, str):
-        value = _interpolate(value, loc, lines.get(loc), source)
-        if node.style is None and value != node.value:
-            value = yaml.safe_load(value) if value.strip() else value  # ${N} typed like a plain scalar
-    return value
-
-
-def _interpolate(text: str, loc: Loc, line: Optional[int], source: str) -> str:
-    def replace(match: re.Match) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if default is not None:
-            return default
-        raise RecipeError(".".join(map(str, loc)), f"environment variable {name} is not set (write ${{{name}:-default}} for a default)", line, source)
-
-    return _VAR.sub(replace, text)
+# ----------------------------------------------------------------------------- reading
+def _read_text(text: str, source: str) -> tuple[dict[str, Any], dict[Loc, int], list[tuple[Loc, RecipeError]]]:
+    reader = YamlReader(source)
+    data = reader.read(text)
+    if data is None:
+        raise RecipeError("", "the recipe is empty", None, source)
+    if not isinstance(data, dict):
+        raise RecipeError("", "a recipe is a mapping of keys (name, model, exports, ...)", 1, source)
+    return data, reader.lines, reader.problems
 
 
 def read_yaml(text: str, source: str) -> tuple[dict[str, Any], dict[Loc, int]]:
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError("", f"not valid YAML: {problem}", line, source) from None
-    lines: dict[Loc, int] = {}
-    if node is None:
-        raise RecipeError("", "the recipe is empty", None, source)
-    data = _to_python(node, (), lines, source)
-    if not isinstance(data, dict):
-        raise RecipeError("", "a recipe is a mapping of keys (name, model, exports, ...)", 1, source)
+    """The recipe text as data and the line of every key path; RecipeErrors on any problem."""
+    data, lines, problems = _read_text(text, source)
+    if problems:
+        raise RecipeErrors([error for _, error in problems])
     return data, lines
 
 
+def _read_file(recipe: str | Path) -> tuple[Path, str]:
+    try:
+        path = Path(recipe).resolve()
+        return path, path.read_text()
+    except FileNotFoundError:
+        raise RecipeError("", f"recipe file not found: {recipe}", None, None) from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError("", f"cannot read recipe {recipe}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          None, None) from None
+    except RuntimeError:  # Python 3.11 Path.resolve: a symbolic link loop
+        raise RecipeError("", f"cannot read recipe {recipe}: symbolic link loop", None, None) from None
+    except (OSError, ValueError) as exc:  # unreadable, a folder, a name too long, a NUL byte
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise RecipeError("", f"cannot read recipe {recipe}: {reason}", None, None) from None
+
+
+def _plain_copy(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(json.dumps(recipe))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise RecipeError("", f"a recipe mapping holds only text, numbers, booleans, None, lists and mappings ({exc})",
+                          None, "<dict>") from None
+    if not isinstance(data, dict):
+        raise RecipeError("", "a recipe is a mapping of keys (name, model, exports, ...)", None, "<dict>")
+    return data
+
+
 # ----------------------------------------------------------------------------- overrides
-def apply_override(data: dict[str, Any], assignment: str) -> None:
-    """Apply one `key.path=value` (value parsed as YAML; list indexes are numbers)."""
-    if "=" not in assignment:
-        raise RecipeError(assignment, "--set needs key.path=value", None, "--set")
-    key, _, text = assignment.partition("=")
-    parts = [int(p) if p.isdigit() else p for p in key.strip().split(".") if p != ""]
-    if not parts:
-        raise RecipeError(assignment, "--set needs key.path=value", None, "--set")
-    value = yaml.safe_load(text) if text.strip() else ""
+def parse_override(assignment: str) -> tuple[Loc, str]:
+    """Split `key.path=value` into the key path (list indexes as ints) and the value text."""
+    key, equals, text = assignment.partition("=")
+    parts = [part.strip() for part in key.split(".")]
+    if not equals or not key.strip():
+        raise RecipeError(shown(assignment, 60), "--set needs key.path=value", None, SET)
+    if "" in parts:
+        raise RecipeError(shown(key.strip(), 60), "--set key path has an empty part (write key.path=value)", None, SET)
+    return tuple(int(part) if _INDEX.fullmatch(part) else part for part in parts), text
+
+
+def _apply(data: dict[str, Any], assignment: str) -> tuple[Loc, list[tuple[Loc, RecipeError]]]:
+    """Apply one --set; return the key path as applied (dict keys as text) and the value's problems."""
+    parts, text = parse_override(assignment)
+
+    def fail(message: str) -> RecipeError:
+        return RecipeError(loc_text(parts), message, None, SET)
+
+    reader = YamlReader(SET, interpolate=False, prefix=parts, with_lines=False)
+    value = reader.read(text) if text.strip() else ""
     target: Any = data
-    for depth, part in enumerate(parts[:-1]):
-        next_part = parts[depth + 1]
-        if isinstance(target, list):
-            if not isinstance(part, int) or part >= len(target):
-                raise RecipeError(key, f"no list item {part} at '{'.'.join(map(str, parts[:depth]))}'", None, "--set")
-            target = target[part]
+    applied: list[Any] = []
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(target, dict):
+            part = str(part)
+            if last:
+                target[part] = value
+            elif target.get(part) is None:
+                target[part] = [] if isinstance(parts[depth + 1], int) else {}
+        elif isinstance(target, list):
+            if not isinstance(part, int):
+                raise fail(f"'{loc_text(applied) or 'the recipe'}' is a list: its items are numbered from 0, not {shown(part)}")
+            if part > len(target) or (part == len(target) and not last):
+                raise fail(f"no list item {part} in '{loc_text(applied)}' ({len(target)} items)")
+            if last:
+                target[part:part + 1] = [value]
+            elif target[part] is None:
+                target[part] = [] if isinstance(parts[depth + 1], int) else {}
         else:
-            if part not in target or target[part] is None:
-                target[part] = [] if isinstance(next_part, int) else {}
+            raise fail(f"'{loc_text(applied)}' is a plain value ({shown(target)}), not a mapping or a list")
+        applied.append(part)
+        if not last:
             target = target[part]
-    last = parts[-1]
-    if isinstance(target, list):
-        if not isinstance(last, int) or last > len(target):
-            raise RecipeError(key, f"no list item {last}", None, "--set")
-        if last == len(target):
-            target.append(value)
-        else:
-            target[last] = value
-    elif isinstance(target, dict):
-        target[last] = value
-    else:
-        raise RecipeError(key, "cannot set a key inside a plain value", None, "--set")
+    return tuple(applied), reader.problems
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> Loc:
+    """Apply one `key.path=value` (value parsed as YAML; list indexes are numbers); return the key path."""
+    loc, problems = _apply(data, assignment)
+    if problems:
+        raise RecipeErrors([error for _, error in problems])
+    return loc
 
 
 # ----------------------------------------------------------------------------- validation errors
-def _first_error(exc: ValidationError, lines: Mapping[Loc, int], source: str, overridden: set[Loc]) -> RecipeError:
-    error = exc.errors(include_url=False)[0]
+_UNION_TAGS = set(STAGE_TYPES) | set(FORMATS)
+_MISSING = object()
+
+
+def _clean_loc(loc: Loc, data: Any) -> Loc:
+    """Pydantic's location as a key path of the recipe: without the union member names it inserts
+    ('exports', 0, 'tflite', 'opset'; 'mean', 'list[float]', 1; 'mean', 'float')."""
+    cleaned: list[Any] = []
+    node = data
+    for index, part in enumerate(loc):
+        more = index < len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, str):
+            continue  # a union member's name: lists have no named items
+        elif isinstance(node, dict) and part in _UNION_TAGS and more:
+            continue  # the discriminated union's member
+        elif node is not _MISSING and not isinstance(node, (dict, list)):
+            break  # inside a plain value: the rest names union members
+        else:
+            node = _MISSING  # a missing or unknown key
+        cleaned.append(part)
+    return tuple(cleaned)
+
+
+def _message(error: Mapping[str, Any]) -> tuple[Loc, str]:
     ctx = error.get("ctx") or {}
-    loc: Loc = tuple(error["loc"])
-    message = error["msg"]
-    if "__loc__" in ctx:
-        loc = tuple(int(p) if p.isdigit() else p for p in str(ctx["__loc__"]).split("."))
-    # drop the discriminator tag pydantic inserts for unions ('exports', 0, 'tflite', 'opset')
-    clean: list[Any] = []
-    for part in loc:
-        if clean and isinstance(clean[-1], int) and isinstance(part, str) and part in _UNION_TAGS and (
-            tuple(clean) + (part,)) not in lines:
-            continue
-        clean.append(part)
-    loc = tuple(clean)
+    loc: Loc = ()
+    message = str(error["msg"])
     kind = error["type"]
-    if kind == "unknown_key":
-        loc = loc + (ctx["key"],)
-    elif kind == "union_tag_invalid":
+    if kind == "union_tag_invalid":
         tag = str(ctx.get("tag"))
         expected = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
-        loc = loc + (ctx.get("discriminator", "").strip("'"),)
-        message = f"unknown value '{tag}'{did_you_mean(tag, expected)}"
+        loc = (str(ctx.get("discriminator", "")).strip("'"),)
+        message = f"unknown value {shown(tag)}{did_you_mean(tag, expected)}"
     elif kind == "union_tag_not_found":
-        loc = loc + (str(ctx.get("discriminator", "")).strip("'"),)
+        loc = (str(ctx.get("discriminator", "")).strip("'"),)
         message = "missing key"
     elif kind == "missing":
         message = "missing key"
     elif kind in ("literal_error", "enum"):
         given = error.get("input")
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
-        message = f"'{given}' is not allowed{did_you_mean(str(given), expected)}"
+        message = f"{shown(given)} is not allowed{did_you_mean(str(given), expected)}"
     elif kind == "extra_forbidden":
         message = "unknown key"
     else:
         message = message[0].lower() + message[1:] if message else message
-        message = message.removeprefix("value error, ")
-    line = _line_for(loc, lines)
-    origin = "--set" if any(loc[: len(o)] == o for o in overridden) else source
-    return RecipeError(".".join(map(str, loc)), message, line if origin == source else None, origin)
+        message = re.sub(r" or instance of \w+", "", message.removeprefix("value error, "))
+        if error.get("input") is None and kind.endswith("_type"):
+            message += " (the value is empty)"
+    return loc, message
 
 
-_UNION_TAGS = {"train", "prune", "qat", "savedmodel", "tflite", "onnx", "tfjs_graph", "tfjs_layers"}
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _validation_errors(exc: ValidationError, data: dict[str, Any], lines: Mapping[Loc, int], source: str,
+                       overridden: list[Loc]) -> list[tuple[Loc, RecipeError]]:
+    found: dict[Loc, list[str]] = {}
+    for error in exc.errors(include_url=False):
+        extra, message = _message(error)
+        loc = _clean_loc(tuple(error["loc"]), data) + extra
+        messages = found.setdefault(loc, [])
+        if message not in messages:
+            messages.append(message)  # several members of a union failed: say each
+    result = []
+    for loc, messages in found.items():
+        message = _one_line("; or ".join(messages))
+        key = loc_text(loc)
+        inside = [o for o in overridden if loc[: len(o)] == o]
+        holds = [o for o in overridden if loc and o[: len(loc)] == loc and o != loc]
+        if inside or (holds and loc not in lines):
+            result.append((loc, RecipeError(key, message, None, SET)))
+            continue
+        if holds:
+            message += f" (with --set {loc_text(holds[0])})"
+        result.append((loc, RecipeError(key, message, _line_for(loc, lines), source)))
+    return result
 
 
 def _line_for(loc: Loc, lines: Mapping[Loc, int]) -> Optional[int]:
@@ -198,29 +255,34 @@ def load_recipe(
     overrides: Iterable[str] = (),
     check_files: bool = True,
 ) -> LoadedRecipe:
-    """Read, interpolate, override and validate a recipe; raise RecipeError on the first problem."""
+    """Read, interpolate, override and validate a recipe; raise RecipeErrors listing every problem."""
+    problems: list[tuple[Loc, RecipeError]] = []
     if isinstance(recipe, Mapping):
         path, source = None, "<dict>"
-        data, lines = json.loads(json.dumps(recipe)), {}
+        data, lines = _plain_copy(recipe), {}
     else:
-        path = Path(recipe).resolve()
+        path, text = _read_file(recipe)
         source = str(Path(recipe))
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise RecipeError("", f"recipe file not found: {recipe}", None, None) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RecipeError("", f"cannot read recipe {recipe}: {exc}", None, None) from None
-        data, lines = read_yaml(text, source)
-    overridden: set[Loc] = set()
+        data, lines, problems = _read_text(text, source)
+    overridden: list[Loc] = []
     for assignment in overrides:
-        apply_override(data, assignment)
-        overridden.add(tuple(int(p) if p.isdigit() else p for p in assignment.partition("=")[0].strip().split(".")))
+        try:
+            loc, value_problems = _apply(data, assignment)
+        except RecipeError as exc:
+            problems.append(((SET, len(overridden)), exc))  # a location no recipe key has
+            continue
+        overridden.append(loc)
+        problems.extend(value_problems)
     base_dir = path.parent if path else Path.cwd()
     try:
         validated = Recipe.model_validate(data, context={"base_dir": base_dir, "check_files": check_files})
     except ValidationError as exc:
-        raise _first_error(exc, lines, source, overridden) from None
+        reported = [loc for loc, _ in problems]
+        problems.extend((loc, error) for loc, error in _validation_errors(exc, data, lines, source, overridden)
+                        if not any(loc[: len(r)] == r for r in reported))
+        validated = None
+    if problems or validated is None:
+        raise RecipeErrors([error for _, error in problems])
     loaded = LoadedRecipe(validated, path, data)
     loaded.warnings.extend(recipe_warnings(validated))
     return loaded

@@ -12,7 +12,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from converter.backends import BACKENDS
-from converter.recipe.types import ByteSize, ExistingPath, Strict, _resolve
+from converter.recipe.types import ByteSize, ExistingPath, Strict, _resolve, problems, shown
 from converter.suggest import did_you_mean
 
 KERAS_APPLICATIONS = (
@@ -27,13 +27,14 @@ KERAS_APPLICATIONS = (
     "ResNet101", "ResNet101V2", "ResNet152", "ResNet152V2", "ResNet50", "ResNet50V2",
     "VGG16", "VGG19", "Xception",
 )
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # whole value (fullmatch): a folder name
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # the names in converter/backends.py
 
 
 def _name(value: str) -> str:
-    if not NAME.match(value):
-        raise PydanticCustomError("name", "'{v}' is not a valid name: use letters, digits, '.', '_' and '-'", {"v": value})
+    if not NAME.fullmatch(value):
+        raise PydanticCustomError("name", "{v} is not a valid name: use letters, digits, '.', '_' and '-' "
+                                  "(at most 100, starting with a letter or digit)", {"v": shown(value)})
     return value
 
 
@@ -47,6 +48,7 @@ class ModelSpec(Strict):
     weights: str = Field("none", description="Application weights: 'imagenet' (from the Keras cache ~/.keras/models), 'none', or a weights file path.")
     signature: str = Field("serving_default", description="SavedModel signature to load.")
     trust_model_code: bool = Field(False, description="Allow loading models that carry Python code (Keras Lambda layers).")
+    seed: int = Field(0, description="Seed of the random initial weights of an 'application' built with weights: none.")
 
     @field_validator("weights")
     @classmethod
@@ -59,16 +61,16 @@ class ModelSpec(Strict):
     @classmethod
     def _known_application(cls, value: Optional[str]) -> Optional[str]:
         if value is not None and value not in KERAS_APPLICATIONS:
-            raise PydanticCustomError("application", "unknown Keras application '{v}'{hint}",
-                                      {"v": value, "hint": did_you_mean(value, KERAS_APPLICATIONS)})
+            raise PydanticCustomError("application", "unknown Keras application {v}{hint}",
+                                      {"v": shown(value), "hint": did_you_mean(value, KERAS_APPLICATIONS)})
         return value
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelSpec":
         if (self.path is None) == (self.application is None):
             raise PydanticCustomError("model_source", "give exactly one of 'path' or 'application'", {})
-        if self.path is not None and (self.args or self.weights != "none"):
-            raise PydanticCustomError("model_source", "'args' and 'weights' apply to 'application' only", {})
+        if self.path is not None and (self.args or self.weights != "none" or "seed" in self.model_fields_set):
+            raise PydanticCustomError("model_source", "'args', 'weights' and 'seed' apply to 'application' only", {})
         return self
 
 
@@ -79,8 +81,8 @@ def _fraction_or_number(value: Any) -> Any:
         num, den = value.split("/", 1)
         try:
             return float(num) / float(den)
-        except (ValueError, ZeroDivisionError):
-            raise PydanticCustomError("number", "expected a number or 'a/b', got {v!r}", {"v": value})
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise PydanticCustomError("number", "expected a number or 'a/b', got {v}", {"v": shown(value)}) from None
     return value
 
 
@@ -129,12 +131,20 @@ class DatasetSpec(Strict):
         if self.source in ("folder", "arrays") and self.path is None:
             raise PydanticCustomError("dataset", "source '{s}' needs 'path'", {"s": self.source})
         if self.source == "arrays" and self.path is not None and self.path.suffix not in (".npy", ".npz"):
-            raise PydanticCustomError("dataset", "source 'arrays' needs a .npy or .npz path, got {p}", {"p": self.path.name})
-        if self.source == "folder" and self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise PydanticCustomError("dataset", "source 'arrays' needs a .npy or .npz path, got {p}", {"p": shown(self.path.name)})
+        if self.source == "folder" and self.path is not None and _is_file(self.path):
             raise PydanticCustomError("dataset", "source 'folder' needs a folder, got the file {p}", {"p": str(self.path)})
         if self.source in ("digits", "synthetic") and self.path is not None:
             raise PydanticCustomError("dataset", "source '{s}' takes no 'path'", {"s": self.source})
         return self
+
+
+def _is_file(path: Any) -> bool:
+    """An existing path that is not a folder (False when it cannot be looked at: the loader reports that)."""
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError:
+        return False
 
 
 class DataSection(Strict):
@@ -309,14 +319,18 @@ class TFLiteExport(ExportBase):
 
     @model_validator(mode="after")
     def _io_types(self) -> "TFLiteExport":
-        for key in ("input_type", "output_type"):
-            if getattr(self, key) != "float32" and self.quantization != "int8":
-                raise PydanticCustomError(
-                    "impossible", "{key} {t} needs quantization 'int8', not '{q}'",
-                    {"key": key, "t": getattr(self, key), "q": self.quantization})
-        if (self.keep_float_ops or self.keep_float_nodes) and self.quantization != "int8":
-            raise PydanticCustomError("impossible", "keep_float_ops/keep_float_nodes need quantization 'int8', not '{q}'",
-                                      {"q": self.quantization})
+        found = []
+        if self.quantization != "int8":
+            for key in ("input_type", "output_type"):
+                if getattr(self, key) != "float32":
+                    found.append(((key,), "impossible", "{key} {t} needs quantization 'int8', not '{q}'",
+                                  {"key": key, "t": getattr(self, key), "q": self.quantization}))
+            for key in ("keep_float_ops", "keep_float_nodes"):
+                if getattr(self, key):
+                    found.append(((key,), "impossible", "{key} needs quantization 'int8', not '{q}'",
+                                  {"key": key, "q": self.quantization}))
+        if found:
+            raise problems("TFLiteExport", found)
         return self
 
     def quantization_name(self) -> str:
@@ -412,28 +426,37 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "Recipe":
+        """Stage and export names and references, all at once."""
+        found: list[tuple[tuple[str | int, ...], str, str, dict[str, Any]]] = []
+
+        def problem(loc: tuple[str | int, ...], template: str, **ctx: Any) -> None:
+            found.append((loc, "recipe", template, ctx))
+
         seen: set[str] = {"source"}
         for index, stage in enumerate(self.pipeline):
             if stage.stage_name in seen:
-                raise _at(("pipeline", index, "name"), "duplicate stage name '{n}': give each stage its own 'name'", n=stage.stage_name)
+                problem(("pipeline", index, "name"), "duplicate stage name {n}: give each stage its own 'name'",
+                        n=shown(stage.stage_name))
             if stage.input is not None and stage.input not in seen:
-                raise _at(("pipeline", index, "input"), "no earlier stage named '{n}'{hint}", n=stage.input,
-                          hint=did_you_mean(stage.input, seen))
+                problem(("pipeline", index, "input"), "no earlier stage named {n}{hint}", n=shown(stage.input),
+                        hint=did_you_mean(stage.input, seen))
             if self.data.train is None:
-                raise _at(("pipeline", index, "stage"), "stage '{s}' needs data.train", s=stage.stage)
+                problem(("pipeline", index, "stage"), "stage '{s}' needs data.train", s=stage.stage)
             seen.add(stage.stage_name)
         names: set[str] = set()
         for index, export in enumerate(self.exports):
             if export.name in names:
-                raise _at(("exports", index, "name"), "duplicate export name '{n}'", n=export.name)
+                problem(("exports", index, "name"), "duplicate export name {n}", n=shown(export.name))
             names.add(export.name)
             if export.model is not None and export.model not in seen:
-                raise _at(("exports", index, "model"), "no pipeline stage named '{n}'{hint}", n=export.model,
-                          hint=did_you_mean(export.model, seen))
+                problem(("exports", index, "model"), "no pipeline stage named {n}{hint}", n=shown(export.model),
+                        hint=did_you_mean(export.model, seen))
             needs_calibration = getattr(export, "quantization", "none") in ("int8", "int16x8")
             if needs_calibration and self.data.for_calibration() is None:
-                raise _at(("exports", index, "quantization"), "quantization '{q}' needs calibration data: add data.calibration",
-                          q=getattr(export, "quantization"))
+                problem(("exports", index, "quantization"),
+                        "quantization '{q}' needs calibration data: add data.calibration", q=getattr(export, "quantization"))
+        if found:
+            raise problems("Recipe", found)
         return self
 
     # -- lineage helpers (no TensorFlow) --
@@ -456,7 +479,3 @@ class Recipe(Strict):
 
     def export_model(self, export: ExportBase) -> str:
         return export.model or self.main_line()
-
-
-def _at(loc: tuple, message: str, **ctx: Any) -> PydanticCustomError:
-    return PydanticCustomError("recipe", message, {**ctx, "__loc__": ".".join(map(str, loc))})

@@ -19,6 +19,7 @@ import numpy as np
 
 from converter.errors import ConversionError, DependencyError
 from converter.runtimes.base import Runtime, TensorInfo
+from converter.runtimes.lifetime import die_with_parent
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNNER = JS_DIR / "runner.cjs"
@@ -85,17 +86,6 @@ def runner_versions() -> dict[str, str]:
     finally:
         runtime.close()
     return {"@tensorflow/tfjs": reply.get("tfjs_version", "unknown"), "node": reply.get("node_version", "unknown")}
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: ask Linux to kill it when its parent dies (no orphan after kill -9)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the runner still exits when its stdin closes
 
 
 def _graph_tensors(topology: dict[str, Any]) -> list[TensorInfo]:
@@ -180,8 +170,9 @@ class TfjsRuntime(Runtime):
         node = find_node()
         node_modules = find_node_modules(_PACKAGES[self.tfjs_backend])
         env = {**os.environ, "NODE_PATH": os.pathsep.join(filter(None, [str(node_modules), os.environ.get("NODE_PATH")]))}
+        # the runner dies with this process (kill -9 included), and it exits by itself when its stdin closes
         self._proc = subprocess.Popen([node, str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, env=env, preexec_fn=die_with_parent)
+                                      stderr=subprocess.PIPE, env=env, **die_with_parent())
         threading.Thread(target=self._drain_stderr, daemon=True).start()
 
     def load(self) -> None:

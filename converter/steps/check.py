@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from converter import metrics
-from converter.errors import ConversionError, DependencyError
+from converter.errors import BackendUnavailable, ConversionError, DependencyError
 from converter.steps import StepContext, StepFailed
 from converter.steps.data import load
 from converter.steps.outputs import outputs
@@ -29,6 +29,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     try:
         runtime = open_runtime(backend, config["format"], artifact.path / "artifact")
         runtime.load()
+    except BackendUnavailable as error:  # not offered on this machine (no Chromium, no WebGPU adapter)
+        raise StepFailed(f"{name} on {backend}: skipped: {error}", {"skipped": str(error)}) from None
     except (ConversionError, DependencyError) as error:
         raise StepFailed(f"{name} does not load in {backend}: {error}") from None
     try:

@@ -26,5 +26,5 @@ def run(ctx: StepContext) -> dict[str, Any]:
     ref = load_source(spec, ctx.out / "model")
     if Path(ref.path) != ctx.out / "model":  # a SavedModel folder used in place: the cache keeps its own copy
         shutil.copytree(ref.path, ctx.out / "model", symlinks=False)
-        ref = ModelRef(ctx.out / "model", ref.kind, ref.signature)
-    return {"kind": ref.kind, "signature": ref.signature, "io": io_signature(ref)}
+        ref = ModelRef(ctx.out / "model", ref.kind, ref.signature, ref.trusted_code)
+    return {"kind": ref.kind, "signature": ref.signature, "io": io_signature(ref), "trusted_code": spec.trust_model_code}

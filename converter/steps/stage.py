@@ -20,7 +20,8 @@ STAGES = {
 
 def model_ref(entry) -> ModelRef:
     """The model a source or stage entry holds."""
-    return ModelRef(entry.path / "model", entry.record["kind"], entry.record["signature"])
+    return ModelRef(entry.path / "model", entry.record["kind"], entry.record["signature"],
+                    entry.record.get("trusted_code", False))
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -37,4 +38,5 @@ def run(ctx: StepContext) -> dict[str, Any]:
     result = load_symbol(STAGES[spec.stage])(model_ref(parent), spec, data, ctx.out / "model")
     ref = ModelRef(ctx.out / "model", "keras", "serving_default")
     return {"kind": ref.kind, "signature": ref.signature, "io": io_signature(ref),
+            "trusted_code": parent.record.get("trusted_code", False),
             "seconds": round(time.perf_counter() - started, 2), "notes": result.notes, "details": result.details}
