@@ -18,14 +18,36 @@ def explain_failures(loaded, plan: Plan, outcomes, executor, samples: int = EXPL
         verdicts = {}
         for backend, check in export.checks.items():
             outcome = outcomes.get(check.id)
-            if outcome is not None and outcome.ok:
-                verdicts[backend] = judge.evaluation(outcome).passed
+            evaluation = judge.evaluation(outcome) if outcome is not None and outcome.ok else None
+            if evaluation is not None and reads_tensors(backend):
+                verdicts[backend] = evaluation.passed
         for backend, passed in verdicts.items():
             if not passed:
                 wanted.append(explain_step(plan, export, backend, samples, _passing(export, verdicts)).id)
-    if wanted:
-        executor.run(plan, wanted)
+    for step_id in wanted:  # one at a time: a bug in one explanation costs only that one, never the run's report
+        try:
+            executor.run(plan, [step_id])
+        except Exception as error:  # noqa: BLE001 - reported on the evaluation, with its traceback in the log
+            import traceback
+
+            from converter.errors import UserError
+            from converter.executor import Outcome
+
+            if isinstance(error, UserError):  # the cache's disk: the user's to fix, as for any step
+                raise
+            executor.events.log("".join(traceback.format_exception(error)))
+            executor.outcomes[step_id] = Outcome(plan.steps[step_id], error=f"internal error in explain (a bug): "
+                                                 f"{type(error).__name__}: {error}")
     return wanted
+
+
+def reads_tensors(backend: str) -> bool:
+    """Whether the backend's runtime adapter can read intermediate tensors (Runtime.intermediates)."""
+    from converter.backends import BACKENDS
+    from converter.formats import load_symbol
+    from converter.runtimes.base import Runtime
+
+    return load_symbol(BACKENDS[backend].runtime).intermediates is not Runtime.intermediates
 
 
 def _passing(export: ExportPlan, verdicts: dict[str, bool]) -> Optional[str]:
