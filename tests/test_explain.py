@@ -108,3 +108,50 @@ def test_seeded_fault_is_ranked_first(tmp_path, fragile, export):
     assert found["suggested"] == [fragile], found["verdict"]
     repaired = run_recipe(tmp_path / "repaired", fragile, {**export, **found["suggestion"]["recipe"]})[0]
     assert repaired.passed, repaired.artifact("artifact")["failures"]
+
+
+# ----------------------------------------------------------------------------- the map reports, never guesses
+def test_layer_map_reports_a_misnamed_tensor_and_an_orphan_layer():
+    """No TensorFlow: a source of five layers, an artifact whose tensor named after conv_b holds conv_c's values,
+    and a layer (aux) no tensor speaks of. Both are reported as not matched, each with its reason."""
+    from converter.explain import layermap
+    from converter.explain.source import Source, SourceLayer
+    from converter.runtimes.base import TensorInfo
+
+    rng = np.random.default_rng(0)
+    layers = [SourceLayer("conv_a", "Conv2D", ("",), ("conv_a",), 9), SourceLayer("conv_b", "Conv2D", ("conv_a",), ("conv_b",), 9),
+              SourceLayer("conv_c", "Conv2D", ("conv_b",), ("conv_c",), 9), SourceLayer("aux", "Conv2D", ("conv_c",), ("aux",), 9),
+              SourceLayer("head", "Dense", ("conv_c",), ("head",), 9)]
+    activations = {layer.name: rng.normal(size=(4, 6, 6, 3) if layer.name != "head" else (4, 10)).astype(np.float32)
+                   for layer in layers}
+    tensors = [TensorInfo("image", "input"),
+               TensorInfo("net/conv_a/Relu", "Relu", ("image",), ("net/conv_a/kernel",)),
+               TensorInfo("net/conv_b/Relu", "Relu", ("net/conv_a/Relu",), ("net/conv_b/kernel",)),
+               TensorInfo("net/conv_c/Relu", "Relu", ("net/conv_b/Relu",), ("net/conv_c/kernel",)),
+               TensorInfo("net/head/BiasAdd", "BiasAdd", ("net/conv_c/Relu",), ("net/head/kernel",))]
+    noise = lambda name: activations[name] + 0.01 * rng.normal(size=activations[name].shape).astype(np.float32)  # noqa: E731
+    values = {"net/conv_a/Relu": noise("conv_a"), "net/conv_b/Relu": noise("conv_c"), "net/conv_c/Relu": noise("conv_c"),
+              "net/head/BiasAdd": noise("head")}
+    the_map = layermap.build(Source("keras", layers, ["head"]), activations, tensors, values)
+    assert {layer: m.tensor for layer, m in the_map.matches.items()} == {
+        "conv_a": "net/conv_a/Relu", "conv_c": "net/conv_c/Relu", "head": "net/head/BiasAdd"}
+    assert set(the_map.unmatched) == {"conv_b", "aux"}, the_map.unmatched
+    assert "closer to conv_c" in the_map.unmatched["conv_b"]
+    assert the_map.unmatched["aux"] == "no tensor, node or weight of the artifact carries its name"
+    assert the_map.to_json()["unmatched"][0]["layer"] == "conv_b"
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args,key", [
+    (["--export", "nosuch"], "--export nosuch"),
+    (["--export", "onnx-int8", "--backend", "nosuch"], "--backend nosuch"),
+    (["--export", "onnx-int8", "--backend", "tfjs-cpu"], "--backend tfjs-cpu"),
+    (["--export", "onnx-int8", "--against", "nosuch"], "--against nosuch"),
+], ids=["export", "backend", "backend-of-another-format", "against"])
+def test_explain_bad_input_is_one_error_line(args, key):
+    from tests.conftest import ROOT, run_cli
+
+    result = run_cli("explain", str(ROOT / "recipes" / "digits-h5.yaml"), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), result.stderr
