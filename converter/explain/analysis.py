@@ -98,11 +98,11 @@ def explain(source: Source, activations: dict[str, np.ndarray], runtime, x: np.n
     suggestion = _suggestion(fmt, blamed, parts, stored, export, runtime, the_map, tflite_debug)
     if suggestion is not None:
         suggestion["layers"] = blamed
-        suggestion["enough"] = not ranking["spread"]
+        suggestion["enough"] = ranking["enough"]
         if ranking["spread"]:
             suggestion["text"] = "The worst fifth, to try all the same: `" + suggestion["yaml"] + "`."
     whole = suggest.whole_model(fmt, quantization, export)
-    if whole and ranking["spread"]:
+    if whole and not ranking["enough"]:
         suggestion = {**(suggestion or {}), "whole": whole}
     record.update(map=the_map.to_json(), layers=rows, ranking=ranking["ranking"][:rank.TOP_ROWS],
                   shares=ranking["shares"], suggested=ranking["suggested"], spread=ranking["spread"],

@@ -22,6 +22,7 @@ from typing import Any, Optional
 EXACT_DB = 100.0
 TARGET_DB = 12.0
 MAX_FRACTION = 0.2
+CONCENTRATED = 0.5  # a set of top layers adding this share of the noise is to blame, even if not enough alone
 TOP_ROWS = 5
 
 
@@ -50,10 +51,15 @@ def rank(rows: list[dict[str, Any]], output_db: Optional[float], target_db: floa
             break
     fifth = sum(shares[r["layer"]] for r in measured[:cap])
     healthy = output_db is not None and output_db >= target_db
+    enough = found is not None
+    if found is None and not healthy and fifth >= CONCENTRATED:  # concentrated, but the rest keeps it short
+        found = next(count for count in range(1, cap + 1)
+                     if sum(shares[r["layer"]] for r in measured[:count]) >= CONCENTRATED)
+        predictions = predictions[:found]
     if healthy:
         predictions, found = [], None
     return {"ranking": [r["layer"] for r in measured], "shares": {k: round(v, 4) for k, v in shares.items()},
-            "suggested": [r["layer"] for r in measured[:found]] if found else [],
+            "suggested": [r["layer"] for r in measured[:found]] if found else [], "enough": enough,
             "spread": found is None and not healthy and bool(measured), "healthy": healthy,
             "worst_fifth": [r["layer"] for r in measured[:cap]],
             "top_fifth": cap, "top_fifth_share": round(fifth, 4), "predictions": predictions,
@@ -92,7 +98,7 @@ def verdict(rows: list[dict[str, Any]], ranking: dict[str, Any], suggestion: Opt
     now = f"The output is at {output:.1f} dB SQNR" if output is not None else "The output is not matched"
     if ranking.get("healthy"):
         worst = by_layer[ranking["ranking"][0]]
-        return (f"{now}, at or above the {target:g} dB that passing artifacts reach: if the artifact fails its "
+        return (f"{now}, at or above the {target:g} dB target: if the artifact fails its "
                 f"budget, accumulated quantization noise is not why. The layer adding the most is {worst['layer']} "
                 f"(local SQNR {worst['local']['sqnr_db']:.1f} dB, {ranking['shares'][worst['layer']]:.0%} of the "
                 "added noise).")
@@ -105,7 +111,7 @@ def verdict(rows: list[dict[str, Any]], ranking: dict[str, Any], suggestion: Opt
                 f"{ranking['shares'][worst['layer']]:.0%}")
         if last["output_db"] is not None:
             text += (f"; keeping all {last['layers']} at higher precision is predicted to lift the output to "
-                     f"{last['output_db']:.1f} dB, short of the {target:g} dB passing artifacts reach")
+                     f"{last['output_db']:.1f} dB, short of the {target:g} dB target")
         text += ". No small set of layers kept at higher precision can repair it: a finer scheme for every layer can"
         return text + (f" ({suggestion['whole']})." if suggestion and suggestion.get("whole") else ".")
     named = ranking["suggested"]
@@ -117,7 +123,12 @@ def verdict(rows: list[dict[str, Any]], ranking: dict[str, Any], suggestion: Opt
     last = ranking["predictions"][-1]
     text = (f"{len(named)} of {len(ranking['ranking'])} quantized layers add {last['share']:.0%} of the noise: "
             + "; ".join(parts) + f". {now}; keeping {'it' if len(named) == 1 else 'them'} at higher precision is "
-            f"predicted to lift it to {last['output_db']:.1f} dB (passing artifacts reach {target:g} dB).")
+            f"predicted to lift it to {last['output_db']:.1f} dB")
+    if ranking.get("enough", True):
+        text += f" (the target is {target:g} dB)."
+    else:
+        text += (f", short of the {target:g} dB target: the rest of the noise, spread over the other layers, needs "
+                 "a finer scheme as well" + (f" ({suggestion['whole']})." if suggestion and suggestion.get("whole") else "."))
     first = by_layer[named[0]]
     if first.get("flags"):
         text += f" {named[0]}: " + "; ".join(first["flags"]) + "."

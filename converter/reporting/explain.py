@@ -85,7 +85,8 @@ def _suggestion(record: dict[str, Any]) -> Optional[tuple[str, str]]:
         return None
     if suggestion.get("enough", True):
         return "Suggested recipe change for this export (predicted to be enough):", suggestion["yaml"]
-    return "The worst fifth kept at higher precision (not predicted to be enough, to try all the same):", suggestion["yaml"]
+    return ("The blamed layers kept at higher precision (not predicted to be enough alone, to try all the same):",
+            suggestion["yaml"])
 
 
 # ----------------------------------------------------------------------------- markdown
