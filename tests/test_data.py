@@ -93,3 +93,14 @@ def test_synthetic_warns_and_follows_model_shape():
     with pytest.warns(UserWarning, match="meaningless"):
         data = load_dataset(spec(source="synthetic", count=3), input_shape=[4, 4, 1])
     assert data.x.shape == (3, 4, 4, 1) and data.y is None
+
+
+def test_top1_ties_break_like_argmax_whatever_the_order_of_work():
+    from converter.metrics import topk_accuracy
+
+    # int8 outputs tie often: a fixed rule (the lower class index, as np.argmax) keeps the figure stable
+    output = np.zeros((64, 1000), np.float32)
+    output[:, 7] = output[:, 3] = 1.0  # classes 3 and 7 tie on every sample
+    labels = np.full(64, 3)
+    assert topk_accuracy(output, labels, 1) == 1.0 == float(np.mean(np.argmax(output, axis=1) == labels))
+    assert topk_accuracy(output, np.full(64, 7), 1) == 0.0 and topk_accuracy(output, np.full(64, 7), 2) == 1.0
