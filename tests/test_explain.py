@@ -87,7 +87,7 @@ FAULTS = [
 ]
 
 
-# onnxruntime 1.2x's WeightBiasQuantization optimizer (on at the default ORT_ENABLE_ALL) quantizes again the float
+# onnxruntime 1.31.1's WeightBiasQuantization optimizer (on at the default ORT_ENABLE_ALL) quantizes again the float
 # weights of a node that exclude_nodes kept out of quantize_static, when its input comes from a DequantizeLinear and
 # its output goes to a QuantizeLinear: the excluded conv runs in int8 all the same (measured: the repaired model's
 # output is identical to the faulty one's with every optimizer on, 34 dB from the float model's with that one off).
