@@ -15,6 +15,8 @@ def spec_of(ctx: StepContext) -> ModelSpec:
     values["weights"] = ctx.step.context.get("weights", ctx.config["weights"])
     if "model" in ctx.step.context:
         values["path"] = ctx.step.context["model"]
+    if "custom_objects" in ctx.step.context:
+        values["custom_objects"] = ctx.step.context["custom_objects"]
     return ModelSpec.model_validate(values)
 
 
