@@ -167,7 +167,49 @@ def _unsupported_message(model: ModelRef, spec: TfjsGraphExport, converter_messa
     named = ", ".join(f"{op} (node {node})" for op, node in found[:_MAX_NAMED])
     more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
     ops = sorted({op for op, _ in found})
-    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}"
+    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}{_ops_hint(model, ops)}"
+
+
+def _ops_hint(model: ModelRef, ops: list[str]) -> str:
+    """The construct behind unsupported ops that Keras applications produce, and the change that works."""
+    hints = []
+    grouped = grouped_convolutions(model)
+    if grouped:
+        hints.append(f"grouped convolutions ({_grouped_text(grouped)}) have no TF.js kernel, and tf_keras runs them "
+                     "as XLA-compiled functions (PartitionedCall) the converter cannot inline: export this model as "
+                     "tflite or onnx, or rebuild it with groups=1")
+    if "Erfc" in ops:
+        hints.append("Erfc comes from the exact GELU (Activation('gelu')), which TF.js lacks: rebuild with the "
+                     "approximate GELU (tf.nn.gelu(x, approximate=True)), or export tflite or onnx")
+    return "".join(f" -- {hint}" for hint in hints)
+
+
+def grouped_convolutions(model: ModelRef) -> list[tuple[str, int]]:
+    """(layer name, groups) of the convolutions with groups > 1 of a Keras model (none for a plain SavedModel)."""
+    if model.kind != "keras":
+        return []
+    try:
+        keras_model = model.load_keras()
+    except Exception:  # a model tf_keras cannot rebuild: nothing to tell
+        return []
+    return _grouped_layers(keras_model)
+
+
+def _grouped_layers(keras_model: Any) -> list[tuple[str, int]]:
+    found = []
+    stack = [keras_model]
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        groups = getattr(layer, "groups", 1)
+        if isinstance(groups, int) and groups > 1:
+            found.append((layer.name, groups))
+    return sorted(found)
+
+
+def _grouped_text(grouped: list[tuple[str, int]]) -> str:
+    shown = ", ".join(f"'{name}' groups={groups}" for name, groups in grouped[:3])
+    return shown + (f" and {len(grouped) - 3} more" if len(grouped) > 3 else "")
 
 
 @contextlib.contextmanager
@@ -202,6 +244,11 @@ def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: E
     from tensorflowjs.converters import keras_h5_conversion
 
     keras_model = model.load_keras()
+    grouped = _grouped_layers(keras_model)
+    if grouped:
+        raise ConversionError(f"{model.path}: tfjs-layers has no grouped convolution ({_grouped_text(grouped)}), nor "
+                              "has TF.js a kernel for one: export this model as tflite or onnx, or rebuild it with "
+                              "groups=1")
     quantization = quantization_map(spec.quantize, spec.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     h5_path = out_dir / "_source.h5"
@@ -286,7 +333,7 @@ def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, A
       without centre and scale, its moving mean and variance set to the adapted mean and variance, epsilon 0.
     """
     notes: list[str] = []
-    weights = {w["name"]: w for group in weight_groups for w in group}
+    taken: list[int] = []  # weight groups already given to a Normalization layer
     for config in _model_configs(topology["model_config"]):
         for layer in config["layers"]:
             kind, layer_config = layer["class_name"], layer["config"]
@@ -300,7 +347,8 @@ def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, A
                 if note:
                     notes.append(note)
             elif kind == "Normalization":
-                note = _normalization_to_batchnorm(layer, weights, weight_groups)
+                note = _normalization_to_batchnorm(layer, _statistics_group(layer_config["name"], weight_groups, taken),
+                                                   weight_groups)
                 if note:
                     notes.append(note)
     return notes
@@ -317,9 +365,12 @@ def _model_configs(model_config: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def _scalar_op_to_rescaling(layer: dict[str, Any]) -> Optional[str]:
     function = layer["config"].get("function")
     nodes = layer.get("inbound_nodes") or []
-    if function not in _SCALAR_OPS or len(nodes) != 1 or len(nodes[0]) != 1:
+    if function not in _SCALAR_OPS or len(nodes) != 1 or not nodes[0]:
         return None
-    inbound = nodes[0][0]
+    # TFOpLambda writes its one call as [name, node, tensor, kwargs]; other layers nest it in a list
+    inbound = nodes[0] if isinstance(nodes[0][0], str) else nodes[0][0] if len(nodes[0]) == 1 else None
+    if inbound is None:
+        return None
     kwargs = inbound[3] if len(inbound) > 3 and isinstance(inbound[3], dict) else {}
     constant = kwargs.get("y")
     if isinstance(constant, bool) or not isinstance(constant, (int, float)) or set(kwargs) - {"y", "name"}:
@@ -332,12 +383,29 @@ def _scalar_op_to_rescaling(layer: dict[str, Any]) -> Optional[str]:
     layer["class_name"] = "Rescaling"
     layer["config"] = {"name": name, "trainable": False, "dtype": layer["config"].get("dtype", "float32"),
                        "scale": scale, "offset": offset}
-    inbound[3] = {}
+    layer["inbound_nodes"] = [[[inbound[0], inbound[1], inbound[2], {}]]]
     return f"repaired TFOpLambda '{name}' (tf.{function} by {constant:g}): tfjs-layers has no TFOpLambda, so it is " \
            f"Rescaling(scale={scale:g}, offset={offset:g})"
 
 
-def _normalization_to_batchnorm(layer: dict[str, Any], weights: dict[str, dict[str, Any]],
+def _basename(weight: dict[str, Any]) -> str:
+    return weight["name"].rsplit("/", 1)[-1].split(":")[0]
+
+
+def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], taken: list[int]) -> dict[str, Any]:
+    """The mean/variance/count weights of Normalization layer `name`: named '<name>/mean' or, as tf_keras writes
+    them into h5, plainly 'mean' in the layer's own group (groups follow the layers' order)."""
+    for index, group in enumerate(weight_groups):
+        names = {_basename(w) for w in group}
+        prefixed = all(w["name"].startswith(f"{name}/") for w in group)
+        bare = all("/" not in w["name"] for w in group)
+        if index not in taken and names == {"mean", "variance", "count"} and (prefixed or bare):
+            taken.append(index)
+            return {_basename(w): w for w in group}
+    return {}
+
+
+def _normalization_to_batchnorm(layer: dict[str, Any], found: dict[str, Any],
                                 weight_groups: list[list[dict[str, Any]]]) -> Optional[str]:
     import numpy as np
 
@@ -345,8 +413,7 @@ def _normalization_to_batchnorm(layer: dict[str, Any], weights: dict[str, dict[s
     name = config["name"]
     axis = config.get("axis", -1)
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    found = {key: next((w for n, w in weights.items() if n.startswith(f"{name}/") and n.rsplit("/", 1)[-1].split(":")[0] == key), None)
-             for key in ("mean", "variance", "count")}
+    found = {key: found.get(key) for key in ("mean", "variance", "count")}
     if config.get("invert") or axis != -1 or found["mean"] is None or found["variance"] is None:
         return None
     mean = np.asarray(found["mean"]["data"], dtype=np.float32).reshape(-1)
