@@ -48,6 +48,7 @@ class TFLiteRuntime(Runtime):
                 raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}") from None
             before = self._load_with_flex(model, error)
         self._name_io()
+        self._flex_ops = sum(op["op_name"].startswith("Flex") for op in self._interpreter._get_ops_details())
         self._shapes = [tuple(d["shape"]) for d in self._inputs]
         self._xnnpack_partitions = self._delegate_nodes() - before
 
@@ -109,14 +110,14 @@ class TFLiteRuntime(Runtime):
         """Backend, LiteRT version and the settings in force (threads, whether XNNPACK took the graph)."""
         from importlib.metadata import version
 
-        if self._flex:  # TF Select ops: TensorFlow's build of the same interpreter, Flex delegate linked in
+        settings = {"num_threads": self._threads, "xnnpack": self._xnnpack_partitions > 0,
+                    "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}
+        if self._flex_ops:  # TF Select ops ran: LiteRT found the Flex delegate (TensorFlow loaded in this process)
+            settings.update(flex_ops=self._flex_ops, flex_delegate=True)
+        if self._flex:  # or TensorFlow's build of the same interpreter, which links the Flex delegate in
             return {"backend": self.backend, "runtime": "tensorflow.lite+flex", "version": version("tensorflow"),
-                    "settings": {"num_threads": self._threads, "flex_delegate": True,
-                                 "xnnpack": self._xnnpack_partitions > 0,
-                                 "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}}
-        return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"),
-                "settings": {"num_threads": self._threads, "xnnpack": self._xnnpack_partitions > 0,
-                             "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}}
+                    "settings": settings}
+        return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"), "settings": settings}
 
     def close(self) -> None:
         self._interpreter = None
