@@ -53,8 +53,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             first = primary(list(reference), config.get("primary_output"))
             record["primary_output"] = first
             record["samples"] = len(data)
-            if config.get("sample_cap") is not None:
-                record["sample_cap"] = config["sample_cap"]
+            cap = config.get("sample_cap")
+            if cap is not None and ctx.parents["eval_data"].record.get("samples", 0) > cap:  # the cap did limit it
+                record["sample_cap"] = cap
             record["metrics"] = metrics.compare_outputs(evaluated, reference, data.y, first)
             record["per_sample"] = metrics.per_sample(evaluated[first], reference[first], data.y)
             reference_labels = metrics.label_metrics(reference[first], data.y)
