@@ -174,8 +174,8 @@ def write_matrix() -> str:
         for text, number in footnotes.items():
             lines.append(f"{number}. {text}")
     seconds = sum(r["seconds"] for r in found)
-    lines += ["", f"Zoo run: {len(found)} families, {seconds / 60:.0f} min on this machine "
-              f"({', '.join(f'{r['family']} {r['seconds']:.0f} s' for r in found)}).", ""]
+    each = ", ".join(f"{r['family']} {r['seconds']:.0f} s" for r in found)
+    lines += ["", f"Zoo run: {len(found)} families, {seconds / 60:.0f} min on this machine ({each}).", ""]
     MATRIX.write_text("\n".join(lines))
     return MATRIX.read_text()
 
