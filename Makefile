@@ -46,6 +46,7 @@ zoo: install
 
 docs: install
 	$(BIN)/convert schema-docs > docs/recipe-reference.md
+	$(BIN)/convert cli-docs > docs/cli-reference.md
 
 clean:
 	rm -rf runs .pytest_cache

@@ -177,30 +177,44 @@ def _parity(measured: dict[str, Any], artifact: Artifact):
 
 
 class Judge:
-    """The verdict on one check as soon as it finishes, for the console (the report judges everything again)."""
+    """The verdict on an artifact as soon as its last check finishes, as console lines (the report judges
+    everything again): one PASS line for an artifact that passed on every backend, one FAIL line per backend it
+    failed on."""
 
     def __init__(self, loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome]):
         self.loaded, self.plan, self.outcomes = loaded, plan, outcomes
         self._reference: Optional[Reference] = None
         self._exports = {step.id: export for export in plan.exports for step in export.checks.values()}
+        self._done: dict[str, list[Evaluation]] = {}
 
     def __call__(self, outcome: Outcome) -> Optional[str]:
         export = self._exports.get(outcome.step.id)
         if export is None:
             return None
-        if self._reference is None:
-            self._reference = _reference(self.plan, self.outcomes)
         spec = export.spec
-        artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
-        budget = self.loaded.recipe.verify.budget().merged(spec.verify)
-        evaluation = _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
-        where = f"{spec.name} on {evaluation.backend}"
-        if not evaluation.passed:
-            return f"[red]FAIL[/red] {_escape(evaluation.reasons[0] if evaluation.reasons else where)}"
-        top1, drop = evaluation.metrics.get("top1"), evaluation.metrics.get("top1_drop")
-        figures = f": top-1 {100 * top1:.2f} %" if top1 is not None else ""
-        figures += f" (drop {100 * drop:.2f} pts)" if drop is not None else ""
-        return f"[green]PASS[/green] {_escape(where)}{figures}"
+        evaluations = self._done.setdefault(spec.name, [])
+        if not (outcome.error or "").startswith("not run:") and not outcome.record.get("skipped"):
+            if self._reference is None:
+                self._reference = _reference(self.plan, self.outcomes)
+            artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
+            budget = self.loaded.recipe.verify.budget().merged(spec.verify)
+            evaluations.append(_evaluation(artifact, outcome, budget, self._reference,
+                                           self.loaded.recipe.verify.within_noise))
+        if any(step.id not in self.outcomes for step in export.checks.values()) or not evaluations:
+            return None
+        failed = [e for e in evaluations if not e.passed]
+        if failed:
+            return "\n".join(f"[red]FAIL[/red] {_escape(e.reasons[0] if e.reasons else spec.name + ' on ' + e.backend)}"
+                             for e in failed)
+        top1 = sorted(e.metrics["top1"] for e in evaluations if e.metrics.get("top1") is not None)
+        drops = [e.metrics["top1_drop"] for e in evaluations if e.metrics.get("top1_drop") is not None]
+        figures = ""
+        if top1:
+            figures = f": top-1 {100 * top1[0]:.2f} %" if top1[0] == top1[-1] else \
+                f": top-1 {100 * top1[0]:.2f} to {100 * top1[-1]:.2f} %"
+        if drops:
+            figures += f" (drop at most {100 * max(drops):.2f} pts)"
+        return f"[green]PASS[/green] {_escape(spec.name)}{figures} on {', '.join(e.backend for e in evaluations)}"
 
 
 def _escape(text: str) -> str:

@@ -126,7 +126,8 @@ def run(
         schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0}
     elif rigorous:
         schedule = {"warmup_runs": 50, "warmup_seconds": 3.0, "min_runs": 500, "min_seconds": 10.0, "max_runs": 10000, "max_seconds": 60.0}
-    console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
+    stream = ConsoleStream()
+    console = Console(file=stream, highlight=False, soft_wrap=True, width=None if stream.isatty() else 160)
     live = console.is_terminal and not json_only and sys.stdout.isatty()
     try:
         report = api.run(recipe, set_, out=out, force=force, evaluate=not no_verify, cache_dir=cache_dir,
@@ -271,6 +272,14 @@ def compare(
     for regression in data["regressions"]:
         typer.echo(f"REGRESSION {regression}", err=True)
     raise typer.Exit(1 if fail_on_regression and data["regressions"] else 0)
+
+
+@app.command("cli-docs")
+def cli_docs() -> None:
+    """Print the CLI and Python API reference generated from the code (docs/cli-reference.md)."""
+    from converter.cli_reference import render
+
+    typer.echo(render(), nl=False)
 
 
 @app.command("schema-docs")

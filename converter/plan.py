@@ -153,9 +153,12 @@ def _data_step(role: str, spec: DatasetSpec, source: Step) -> Step:
 
 
 def _parity_data(plan: Plan, recipe: Recipe) -> Step:
-    """The parity inputs: the eval data when there is some, else seeded random inputs of the model's shape."""
-    if "eval" in plan.data:
-        return plan.data["eval"]
+    """The parity inputs: real samples when the recipe has any (eval, else calibration, else train data: an int8
+    artifact judged on inputs outside its calibrated range would fail for no fault of its own), else seeded random
+    inputs of the model's shape."""
+    for role in ("eval", "calibration", "train"):
+        if role in plan.data:
+            return plan.data[role]
     spec = DatasetSpec(source="synthetic", count=recipe.verify.parity_samples, seed=0)
     return plan.add(_data_step("parity", spec, plan.models["source"]))
 

@@ -125,15 +125,15 @@ class ConsoleEvents:
             self._spent += outcome.seconds
             if not outcome.cached and outcome.ok:
                 self.durations.record(step, outcome.seconds)
-        if outcome.error and not outcome.error.startswith("not run:"):
+        if step.kind == "check":
+            verdict = self.judge(outcome)
+            if verdict:
+                self.line(verdict, markup=True)
+        elif outcome.error and not outcome.error.startswith("not run:"):
             self.line(f"[red]FAIL[/red] {escape(outcome.error)}", markup=True)
         elif step.kind == "stage" and not outcome.cached:
             notes = outcome.record.get("notes") or []
             self.line(f"{escape(step.label)}: {escape(notes[0]) if notes else 'done'} ({outcome.seconds:.0f} s)", markup=True)
-        elif step.kind == "check":
-            verdict = self.judge(outcome)
-            if verdict:
-                self.line(verdict, markup=True)
         self._update()
 
     def log(self, message: str) -> None:

@@ -200,6 +200,7 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
         if not weights_path.exists():
             raise ModelError(f"model.weights: file not found: {weights_path}")
         weights = str(weights_path)
+    keras().utils.set_random_seed(spec.seed)  # the initial weights of weights: none are the same in every process
     try:
         with _offline_weights():
             args = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.args.items()}  # YAML lists -> shapes

@@ -57,6 +57,64 @@ def build_flat_conv():
     return k.Model(inputs, k.layers.Dense(10, activation="softmax")(x))
 
 
+BN_X = np.random.default_rng(0).uniform(0, 1, size=(32, 8, 8, 3)).astype(np.float32)
+
+
+def build_bn_net():
+    """Conv net whose BatchNormalizations follow a padded strided convolution and a depthwise one (4x4 maps),
+    then a convolution down to 1x1 and a depthwise convolution on the 1x1 map; linear output, no training.
+
+    The weights are set, not trained: the kernels of each convolution are scaled per output channel over
+    two decades, and each BatchNormalization holds the mean and variance of its input on BN_X (what
+    training would leave), so that the convolutions' raw outputs span very different ranges per channel,
+    as trained depthwise convolutions do, and every BatchNormalization renormalizes them.
+    """
+    from converter.tf_env import keras
+
+    k = keras()
+    layers = k.layers
+    k.utils.set_random_seed(0)
+    inputs = k.Input((8, 8, 3))
+    x = layers.ZeroPadding2D(1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, use_bias=False)(x)  # padded + valid + strided: 4x4
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    x = layers.Conv2D(16, 4, use_bias=False)(x)  # down to 1x1
+    x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(1, use_bias=False)(x)  # depthwise on the 1x1 map
+    x = layers.BatchNormalization()(x)
+    model = k.Model(inputs, layers.Flatten()(x))
+    rng = np.random.default_rng(0)
+    for before, norm in zip(model.layers, model.layers[1:]):
+        if not isinstance(norm, layers.BatchNormalization):
+            continue
+        (kernel,) = before.get_weights()
+        channels = norm.gamma.shape[0]
+        spread = 10.0 ** rng.permutation(np.linspace(-1, 1, channels))
+        shape = (1, 1, channels, 1) if isinstance(before, layers.DepthwiseConv2D) else (1, 1, 1, channels)
+        before.set_weights([kernel * spread.reshape(shape)])
+        raw = k.Model(model.input, before.output)(BN_X).numpy().reshape(-1, channels)
+        norm.set_weights([rng.uniform(0.5, 1.5, channels), rng.normal(0, 0.2, channels), raw.mean(0), raw.var(0)])
+    return model
+
+
+SATURATING_X = np.random.default_rng(0).uniform(0, 1, size=(8, 4, 4, 16)).astype(np.float32)
+
+
+def build_saturating_conv():
+    """One 1x1 convolution, 16 inputs in [0, 1] to 8 outputs, every weight positive (0.5 to 1): in 8-bit,
+    adjacent products 255 * 127 add up past the int16 range that onnxruntime's U8S8 kernels use without VNNI."""
+    from converter.tf_env import keras
+
+    k = keras()
+    conv = k.layers.Conv2D(8, 1, use_bias=False)
+    inputs = k.Input((4, 4, 16))
+    model = k.Model(inputs, k.layers.Flatten()(conv(inputs)))
+    conv.set_weights([np.random.default_rng(0).uniform(0.5, 1.0, size=(1, 1, 16, 8)).astype(np.float32)])
+    return model
+
+
 @pytest.fixture(scope="session")
 def conv(tmp_path_factory):
     """(ModelRef of the flat conv net as a Keras SavedModel, the Keras model's outputs on FLAT_X)."""

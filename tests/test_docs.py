@@ -111,3 +111,9 @@ def test_workflow_permissions_are_least_privilege():
     for step in flow["jobs"]["convert"]["steps"]:
         if step.get("uses", "").startswith("actions/upload-artifact"):
             assert step["with"]["if-no-files-found"] == "error" and int(step["with"]["retention-days"]) > 0
+
+
+def test_cli_reference_is_current():
+    from converter.cli_reference import render
+
+    assert (ROOT / "docs" / "cli-reference.md").read_text() == render(), "run `make docs` to regenerate"

@@ -124,3 +124,14 @@ def test_mlflow_logs_every_cell_to_a_real_local_store(models_dir, tmp_path, monk
         assert run.data.params["verify.limit"] == run.info.run_name
         assert 0 <= run.data.metrics["lite.tflite.top1"] <= 1
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"report.json", "manifest.json", "results.csv"}
+
+
+def test_the_shipped_sweeps_validate_and_plan(tmp_path):
+    from conftest import ROOT
+
+    sweeps = sorted((ROOT / "recipes" / "sweeps").glob("*.yaml"))
+    assert sweeps
+    for sweep in sweeps:
+        result = run_cli("sweep", str(sweep), "--plan", "--cache-dir", str(tmp_path / "empty-cache"))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert " 0 cached" in result.stdout.splitlines()[0]

@@ -1,13 +1,16 @@
 """ONNX export through tf2onnx's Python API, quantized with onnxruntime.quantization.
 
 The SavedModel folder (Keras models included) is frozen by tf2onnx's saved-model loader at the
-recipe's signature and converted as the tf2onnx command line does. 'dynamic_int8' is
+recipe's signature and converted as the tf2onnx command line does; the BatchNormalizations tf2onnx
+leaves unfolded are then folded into their convolutions (see onnx_fold). 'dynamic_int8' is
 onnxruntime's quantize_dynamic (int8 weights, activations quantized at run time); 'int8' is static
-QDQ with calibration. Only the final model.onnx (and model.onnx.data with external data) is
-written to the artifact folder; the float intermediate lives in a temporary folder.
+QDQ with calibration, weights and activations both uint8 (see _quantize_static). Only the final
+model.onnx (and model.onnx.data with external data) is written to the artifact folder; the float
+intermediate lives in a temporary folder.
 
 A quantization-aware-trained model is converted through its FakeQuantWithMinMaxVars nodes, which
-tf2onnx turns into QuantizeLinear/DequantizeLinear pairs.
+tf2onnx turns into QuantizeLinear/DequantizeLinear pairs; its weights, which tf2onnx leaves as float
+constants on their trained grid, get explicit uint8 QDQ (see onnx_qat).
 """
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
         float_model = onnx.load(str(float_path), load_external_data=False)
         if qat:
             _check_qat(float_model)
+            _quantize_qat_weights(float_path, large, result)
         out_dir.mkdir(parents=True, exist_ok=True)
         final = out_dir / FILENAME
         if spec.quantization == "none":
@@ -77,7 +81,7 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
     result.details.update(quantization=spec.quantization, qat=qat, opset=spec.opset, layout=spec.layout,
                           per_channel=spec.per_channel, external_data=(out_dir / DATA_FILENAME).exists())
     if spec.quantization == "int8" and not qat:
-        result.details["calibration_method"] = spec.calibration_method
+        result.details.update(calibration_method=spec.calibration_method, activation_type="uint8", weight_type="uint8")
     if "ConvInteger" in result.details["ops"]:
         result.notes.append("dynamic int8 turned convolutions into ConvInteger, which onnxruntime runs slowly on CPU and "
                             "which can cost CNNs much accuracy; static 'int8' (QDQ) suits convolutional models")
@@ -129,7 +133,36 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
     if renamed:  # written into the final model's metadata: runtimes match outputs by the signature's names
         result.details["io_names"] = renamed
     _save_converted(proto, storage, path)
+    _fold_batchnorm(path, large, result)
     return [renames.get(name, name) for name in nchw]
+
+
+def _fold_batchnorm(path: Path, external: bool, result: ExportResult) -> None:
+    """Fold into their convolutions the BatchNormalizations tf2onnx left behind (behind no-op Reshapes)."""
+    import onnx
+
+    from converter.exports.onnx_fold import fold_batchnorm, tensor_shapes
+
+    if not any(node.op_type == "BatchNormalization" for node in onnx.load(str(path), load_external_data=False).graph.node):
+        return
+    model = onnx.load(str(path))
+    done = fold_batchnorm(model, tensor_shapes(path))
+    if done["folded_batchnorms"]:
+        _save(model, path, external)
+        result.details["folded_batchnorms"] = done["folded_batchnorms"]
+
+
+def _quantize_qat_weights(path: Path, external: bool, result: ExportResult) -> None:
+    """Give the QAT model's weights (float constants on their trained grid) explicit uint8 QDQ (see onnx_qat)."""
+    import onnx
+
+    from converter.exports.onnx_qat import quantize_qat_weights
+
+    model = onnx.load(str(path))
+    count = quantize_qat_weights(model)
+    if count:
+        _save(model, path, external)
+    result.details["qat_uint8_weights"] = count
 
 
 @contextmanager
@@ -329,6 +362,16 @@ def _quantize_dynamic(source: Path, target: Path, spec: OnnxExport, external: bo
 
 
 def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, external: bool) -> None:
+    """Static QDQ with uint8 weights and activations (U8U8).
+
+    onnxruntime runs QDQ convolutions and matrix products on x86 with uint8 activations (int8 ones are
+    shifted to uint8). With int8 weights that is its U8S8 kernel, which on CPUs without VNNI (AVX2, and
+    AVX-512 without VNNI) adds pairs of u8*s8 products in saturating 16-bit arithmetic: 255*127*2 does
+    not fit. The ImageNet MobileNet v1 0.25 quantized with int8 weights scored 45.7 % top-1 on a VNNI CPU
+    and 34.8 % on an AVX2 one (float: 45.9 %). uint8 weights take onnxruntime's U8U8 kernels, which do not
+    saturate and give bit-identical outputs on both kinds of CPU (44.3 % on both). reduce_range (7-bit
+    weights) avoids the overflow too, but scored 39.7 %. See docs/troubleshooting.md.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -336,7 +379,7 @@ def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, exter
     try:
         quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=_op_types_to_quantize(spec), per_channel=spec.per_channel,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                         nodes_to_exclude=list(spec.exclude_nodes) or None, use_external_data_format=external,
                         calibrate_method=method)
     except Exception as error:

@@ -501,8 +501,17 @@ def _metadata(ctx: ExportContext) -> dict[str, Any]:
     return {"convert": {"build_id": ctx.build_id, "class_names": ctx.class_names}}
 
 
+def canonical_model_json(out_dir: Path) -> None:
+    """Rewrite model.json with its object keys sorted: the converter writes protobuf maps (node attributes) in an
+    order that changes from run to run, so the same model would not give the same bytes. Lists, the weight
+    manifest among them, keep their order."""
+    path = out_dir / "model.json"
+    path.write_text(json.dumps(json.loads(path.read_text()), sort_keys=True))
+
+
 def _result(out_dir: Path, quantize: Optional[Quantize], ctx: ExportContext) -> ExportResult:
     """Facts about the written model.json: weights, shards, what was quantized, globs that matched nothing."""
+    canonical_model_json(out_dir)
     manifest = json.loads((out_dir / "model.json").read_text())["weightsManifest"]
     weights = [w for group in manifest for w in group["weights"]]
     shards = [out_dir / p for group in manifest for p in group["paths"]]

@@ -48,6 +48,7 @@ class ModelSpec(Strict):
     weights: str = Field("none", description="Application weights: 'imagenet' (from the Keras cache ~/.keras/models), 'none', or a weights file path.")
     signature: str = Field("serving_default", description="SavedModel signature to load.")
     trust_model_code: bool = Field(False, description="Allow loading models that carry Python code (Keras Lambda layers).")
+    seed: int = Field(0, description="Seed of the random initial weights of an 'application' built with weights: none.")
     input_shape: Optional[Union[list[int], dict[str, list[int]]]] = Field(
         None, description="Fix the input shape (without the batch dimension) of a model whose inputs leave dimensions "
         "open, e.g. [224, 224, 3]; {input name: shape} for several inputs. The model is re-traced with that shape "
@@ -76,8 +77,8 @@ class ModelSpec(Strict):
     def _one_source(self) -> "ModelSpec":
         if (self.path is None) == (self.application is None):
             raise PydanticCustomError("model_source", "give exactly one of 'path' or 'application'", {})
-        if self.path is not None and (self.args or self.weights != "none"):
-            raise PydanticCustomError("model_source", "'args' and 'weights' apply to 'application' only", {})
+        if self.path is not None and (self.args or self.weights != "none" or "seed" in self.model_fields_set):
+            raise PydanticCustomError("model_source", "'args', 'weights' and 'seed' apply to 'application' only", {})
         if self.custom_objects is not None and not self.trust_model_code:
             raise PydanticCustomError("model_source", "custom_objects runs the Python file {p}: set trust_model_code: "
                                       "true to allow it", {"p": shown(str(self.custom_objects))})
