@@ -13,7 +13,8 @@ from converter.steps import StepContext
 def spec_of(ctx: StepContext) -> ModelSpec:
     values = {k: v for k, v in ctx.config.items() if k != "weights"}
     values["weights"] = ctx.step.context.get("weights", ctx.config["weights"])
-    if "model" in ctx.step.context:
+    if "model" in ctx.step.context:  # a file or folder: the application-only keys were left at their defaults
+        values = {k: v for k, v in values.items() if k not in ("application", "args", "weights", "seed")}
         values["path"] = ctx.step.context["model"]
     if "custom_objects" in ctx.step.context:
         values["custom_objects"] = ctx.step.context["custom_objects"]
