@@ -333,7 +333,7 @@ def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, A
       without centre and scale, its moving mean and variance set to the adapted mean and variance, epsilon 0.
     """
     notes: list[str] = []
-    taken: list[int] = []  # weight groups already given to a Normalization layer
+    taken: set[int] = set()  # ids of the bare statistics weights already given to a Normalization layer
     for config in _model_configs(topology["model_config"]):
         for layer in config["layers"]:
             kind, layer_config = layer["class_name"], layer["config"]
@@ -392,17 +392,31 @@ def _basename(weight: dict[str, Any]) -> str:
     return weight["name"].rsplit("/", 1)[-1].split(":")[0]
 
 
-def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], taken: list[int]) -> dict[str, Any]:
-    """The mean/variance/count weights of Normalization layer `name`: named '<name>/mean' or, as tf_keras writes
-    them into h5, plainly 'mean' in the layer's own group (groups follow the layers' order)."""
-    for index, group in enumerate(weight_groups):
-        names = {_basename(w) for w in group}
-        prefixed = all(w["name"].startswith(f"{name}/") for w in group)
-        bare = all("/" not in w["name"] for w in group)
-        if index not in taken and names == {"mean", "variance", "count"} and (prefixed or bare):
-            taken.append(index)
-            return {_basename(w): w for w in group}
-    return {}
+_STATISTICS = ("mean", "variance", "count")
+
+
+def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], taken: set[int]) -> dict[str, Any]:
+    """The mean/variance/count weights of Normalization layer `name`: named '<name>/mean', or, as tf_keras writes
+    them into h5, plainly 'mean', 'variance', 'count' among the other weights: then the next unclaimed three in
+    weight order (which follows the layers' order)."""
+    weights = [w for group in weight_groups for w in group]
+    prefixed = {_basename(w): w for w in weights if w["name"].startswith(f"{name}/") and _basename(w) in _STATISTICS}
+    if "mean" in prefixed and "variance" in prefixed:
+        return prefixed
+    found: dict[str, Any] = {}
+    for weight in weights:
+        key = weight["name"].split(":")[0]
+        if "/" in weight["name"] or id(weight) in taken or key not in _STATISTICS:
+            continue
+        if key in found:  # a second layer's statistics: this layer's set ended
+            break
+        found[key] = weight
+        if len(found) == len(_STATISTICS):
+            break
+    if "mean" not in found or "variance" not in found:
+        return {}
+    taken.update(id(w) for w in found.values())
+    return found
 
 
 def _normalization_to_batchnorm(layer: dict[str, Any], found: dict[str, Any],
