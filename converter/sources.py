@@ -139,23 +139,40 @@ def fix_input_shape(ref: ModelRef, input_shape: Any, out_dir: Path) -> ModelRef:
                              f"{['?' if d is None else d for d in spec.shape.as_list()[1:]]}")
         fixed[name] = tf_.TensorSpec(shape, spec.dtype, name=name)
 
-    @tf_.function(input_signature=[fixed[name] for name in sorted(fixed)])
-    def serve(*args):
-        return function(**dict(zip(sorted(fixed), args)))
-
-    signatures = {ref.signature: serve.get_concrete_function()}
+    order = sorted(fixed)
     target = out_dir if Path(ref.path) != out_dir else out_dir.with_name(out_dir.name + "-fixed")
-    if ref.kind == "keras":
-        model = ref.load_keras()
-        model.save(str(target), save_format="tf", signatures=signatures)
+    model = ref.load_keras() if ref.kind == "keras" else None
+    if model is not None and _keras_signature(model, specs, function):
+        # traced from the Keras model itself: a signature over another object's variables cannot be saved with it
+
+        @tf_.function(input_signature=[fixed[name] for name in order])
+        def serve(*args):
+            feed = dict(zip(order, args))
+            result = model([feed[name] for name in model.input_names] if len(order) > 1 else args[0], training=False)
+            return dict(zip(model.output_names, result if isinstance(result, (list, tuple)) else [result]))
+
+        model.save(str(target), save_format="tf", signatures={ref.signature: serve.get_concrete_function()})
     else:
-        tf_.saved_model.save(loaded, str(target), signatures=signatures)
+
+        @tf_.function(input_signature=[fixed[name] for name in order])
+        def serve(*args):
+            return function(**dict(zip(order, args)))
+
+        tf_.saved_model.save(loaded, str(target), signatures={ref.signature: serve.get_concrete_function()})
+        ref = ModelRef(ref.path, "savedmodel", ref.signature, ref.trusted_code)
     if target != out_dir:
         import shutil
 
         shutil.rmtree(out_dir)
         target.rename(out_dir)
     return ModelRef(out_dir, ref.kind, ref.signature, ref.trusted_code)
+
+
+def _keras_signature(model: Any, specs: dict[str, Any], function: Any) -> bool:
+    """Whether the signature is the Keras model's own: inputs named as its inputs, outputs as its outputs."""
+    outputs = function.structured_outputs
+    return (sorted(specs) == sorted(model.input_names) and isinstance(outputs, dict)
+            and sorted(outputs) == sorted(model.output_names))
 
 
 def _load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
