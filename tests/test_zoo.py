@@ -119,8 +119,10 @@ def test_zoo_family(family, tmp_path):
     rows = cells(report)
     for row in rows:
         row["limitation"] = limitation(family, row) if row["status"] in ("failed", "error") else None
+    command = "python -m pytest " + " ".join(sys.argv[1:])  # the run that produced this family's cells
     (out / "cells.json").write_text(json.dumps({"family": family, "application": FAMILIES[family][0],
                                                 "args": FAMILIES[family][1], "seconds": round(seconds, 1),
+                                                "command": command,
                                                 "rows": rows, "traceback": "Traceback" in console}, indent=1))
     assert "Traceback" not in console, console[-3000:]
     unexplained = [r for r in rows if r["status"] in ("failed", "error") and r["limitation"] is None]
@@ -175,7 +177,13 @@ def write_matrix() -> str:
             lines.append(f"{number}. {text}")
     seconds = sum(r["seconds"] for r in found)
     each = ", ".join(f"{r['family']} {r['seconds']:.0f} s" for r in found)
-    lines += ["", f"Zoo run: {len(found)} families, {seconds / 60:.0f} min on this machine ({each}).", ""]
+    lines += ["", f"Zoo run: {len(found)} families, {seconds / 60:.0f} min on this machine ({each}), by:", ""]
+    lines += [f"    {command}" for command in sorted({r.get("command", "?") for r in found})]
+    missing = [f for f in FAMILIES if f not in {r["family"] for r in found}]
+    if missing:
+        lines += ["", "Not yet run (no cell above is a claim about them): " + ", ".join(
+            f"{f} ({FAMILIES[f][0]})" for f in missing) + ". Run one with `make zoo ZOO=-k<family>`."]
+    lines.append("")
     MATRIX.write_text("\n".join(lines))
     return MATRIX.read_text()
 
