@@ -138,3 +138,26 @@ def test_multi_input_data_without_x_keys_names_the_inputs(two_by_two, tmp_path):
     bad["data"] = {"eval": single}
     with pytest.raises(UserError, match=r"the model has 2 inputs \(image, vec\).*x_keys"):
         api.run(bad, out=tmp_path / "run")
+
+
+def test_an_artifact_whose_source_names_its_output_unlike_the_reference(tmp_path):
+    """A QAT branch's model names its output 'quant_<name>', the reference '<name>': evaluation matches the artifact
+    to the reference, parity (on the same samples, reused) to its own source; neither is a KeyError."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    inputs = k.Input((8, 8, 3))
+    x = k.layers.Dense(8, activation="relu", name="hidden")(k.layers.Flatten(name="flat")(inputs))
+    k.Model(inputs, k.layers.Dense(10, name="scores")(x)).save(str(tmp_path / "m"), save_format="tf")
+    data = {"source": "digits", "split": "test", "limit": 32, "preprocess": {"scale": "1/16", "channels": "rgb"}}
+    report = api.run({
+        "name": "qat-branch", "model": {"path": str(tmp_path / "m")}, "data": {"train": data, "eval": data},
+        "pipeline": [{"stage": "qat", "name": "qat", "input": "source", "epochs": 1}],
+        "exports": [{"name": "tflite-qat", "format": "tflite", "model": "qat"}],
+        "verify": {"max_top1_drop": None, "min_top1_agreement": None}, "benchmark": {"enabled": False}},
+        out=tmp_path / "run")
+    artifact = report.artifact("tflite-qat")
+    assert [e["backend"] for e in artifact["evaluations"]] == ["tflite"], artifact
+    assert artifact["parity"][0]["passed"], artifact["parity"]
+    assert artifact["parity"][0]["samples"] == 16 and artifact["evaluations"][0]["samples"] == 32

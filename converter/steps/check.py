@@ -14,7 +14,7 @@ from converter import metrics
 from converter.errors import BackendUnavailable, ConversionError, DependencyError
 from converter.steps import StepContext, StepFailed
 from converter.steps.data import load
-from converter.steps.outputs import outputs, primary, run_outputs
+from converter.steps.outputs import match_outputs, outputs, primary, run_outputs
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
@@ -44,7 +44,9 @@ def run(ctx: StepContext) -> dict[str, Any]:
             evaluated = run_outputs(runtime, data.x, config["batch_size"], _shapes(reference))
         same_data = ctx.step.parents.get("eval_data") == ctx.step.parents["parity_data"]
         if evaluated is not None and same_data and len(data) >= min(parity_n, len(next(iter(source.values())))):
-            parity_out = {n: a[:parity_n] for n, a in evaluated.items()}  # the same samples: not run twice
+            # the same samples: not run twice; named as the artifact's source names them (a pipeline branch's model,
+            # QAT's 'quant_predictions', may name its outputs unlike the reference)
+            parity_out = match_outputs({n: a[:parity_n] for n, a in evaluated.items()}, _shapes(source))
         else:
             parity_x = load(ctx.parents["parity_data"], parity_n).x
             parity_out = run_outputs(runtime, parity_x, parity_n, _shapes(source))
