@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 JS := converter/runtimes/js
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast zoo clean docs
+.PHONY: install chromium qemu demo test test-fast zoo clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -29,10 +29,21 @@ chromium:
 	  || echo "warning: Chromium could not be installed: the browser backends will be skipped"; \
 	else echo "note: no Chromium, and installing it needs root and apt-get: the browser backends will be skipped (install: apt-get install -y chromium)"; fi
 
+# The tests also run int8 ONNX on an emulated CPU without VNNI (qemu-user), where int8 kernels behave differently
+# (tests/test_onnx.py). Installed when missing and possible; otherwise that comparison is skipped.
+qemu:
+	@if command -v qemu-x86_64 >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing qemu-user for the tests: apt-get install -y qemu-user"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user >/dev/null; } \
+	  || echo "warning: qemu-user could not be installed: the test on a CPU without VNNI will be skipped"; \
+	else echo "note: no qemu-user: the test on a CPU without VNNI will be skipped (install: apt-get install -y qemu-user)"; fi
+
 demo: install
 	$(BIN)/convert run recipes/mobilenet.yaml
 
-test: install
+test: install qemu
 	$(BIN)/python -m pytest -q
 
 test-fast: install

@@ -16,8 +16,10 @@ def is_classifier(output: np.ndarray, labels: Optional[np.ndarray]) -> bool:
 
 
 def topk_accuracy(output: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Share of samples whose label is among the k largest scores. Ties (common in int8 outputs) go to the lower
+    class index, as np.argmax breaks them, so the same outputs always give the same figure."""
     k = min(k, output.shape[1])
-    top = np.argpartition(-output, k - 1, axis=1)[:, :k]
+    top = np.argsort(-output, axis=1, kind="stable")[:, :k]
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 

@@ -103,3 +103,14 @@ def test_synthetic_draws_every_input_in_its_dtype():
     assert sorted(data.x) == ["ids", "image", "mask"] and len(data) == 5
     assert data.x["ids"].dtype == np.int32 and data.x["ids"].min() >= 2 and data.x["ids"].max() < 7
     assert data.x["mask"].dtype == np.bool_ and data.x["image"].shape == (5, 4, 4, 3)
+
+
+def test_top1_ties_break_like_argmax_whatever_the_order_of_work():
+    from converter.metrics import topk_accuracy
+
+    # int8 outputs tie often: a fixed rule (the lower class index, as np.argmax) keeps the figure stable
+    output = np.zeros((64, 1000), np.float32)
+    output[:, 7] = output[:, 3] = 1.0  # classes 3 and 7 tie on every sample
+    labels = np.full(64, 3)
+    assert topk_accuracy(output, labels, 1) == 1.0 == float(np.mean(np.argmax(output, axis=1) == labels))
+    assert topk_accuracy(output, np.full(64, 7), 1) == 0.0 and topk_accuracy(output, np.full(64, 7), 2) == 1.0

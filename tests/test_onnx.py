@@ -229,7 +229,7 @@ def test_batchnorm_left_by_tf2onnx_is_folded_before_quantizing(tmp_path):
     assert "BatchNormalization" not in ops and ops["Reshape"] == 1  # the Flatten; the no-op Reshapes are gone
     assert result.details["folded_batchnorms"] == 2  # those on the 1x1 maps; tf2onnx folded the two on 4x4 maps
     np.testing.assert_allclose(_run(tmp_path / "float", BN_X), reference, atol=1e-4)
-    calibrated = ExportContext(recipe_hash="t", calibration=lambda n: BN_X[:n])
+    calibrated = ExportContext(build_id="t", calibration=lambda n: BN_X[:n])
     quantized = _export(source, tmp_path / "int8", calibrated, quantization="int8", calibration_samples=32)
     assert "BatchNormalization" not in quantized.details["ops"]
     # Calibrated on these very inputs, every quantized tensor is within its range and only rounds: each of the
@@ -274,7 +274,7 @@ def test_static_int8_does_not_saturate_on_cpus_without_vnni(tmp_path):
     model = build_saturating_conv()
     reference = model.predict(SATURATING_X, verbose=0)
     model.save(str(tmp_path / "sat"))
-    calibrated = ExportContext(recipe_hash="t", calibration=lambda n: SATURATING_X[:n])
+    calibrated = ExportContext(build_id="t", calibration=lambda n: SATURATING_X[:n])
     result = _export(ModelRef(tmp_path / "sat", "keras"), tmp_path / "q", calibrated, quantization="int8",
                      calibration_samples=8)
     assert result.details["weight_type"] == "uint8" and result.details["activation_type"] == "uint8"

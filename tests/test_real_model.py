@@ -30,7 +30,7 @@ def evaluations(report, name):
 def test_reference_is_the_real_model(imagenet_report):
     report, _ = imagenet_report
     assert report["reference"]["samples"] == 1000
-    assert 0.44 <= report["reference"]["metrics"]["top1"] <= 0.54  # measured here: 48.8 %
+    assert 0.44 <= report["reference"]["metrics"]["top1"] <= 0.54  # measured here: 45.9 % (1000 photos, one per class)
 
 
 def test_every_float_artifact_reproduces_the_reference_on_every_backend(imagenet_report):
