@@ -152,6 +152,12 @@ def write_matrix() -> str:
         "`repaired` means the toolkit rewrote the artifact for that format (the report's notes say what).",
         "",
     ]
+    if not found:
+        lines += ["No zoo run has been recorded yet: no cell of this table is known. Families to run: " + ", ".join(
+            f"{f} ({FAMILIES[f][0]}, {FAMILIES[f][1]['input_shape'][0]}x{FAMILIES[f][1]['input_shape'][1]})"
+            for f in FAMILIES) + ".", ""]
+        MATRIX.write_text("\n".join(lines))
+        return MATRIX.read_text()
     backends = [b for b in SHORT if any(r["backend"] == b for f in found for r in f["rows"])]
     exports = [e["name"] for e in EXPORTS]
     header = "| family (model, input) | export | " + " | ".join(SHORT[b] for b in backends) + " | notes |"
