@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 JS := converter/runtimes/js
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium qemu demo test test-fast clean docs
+.PHONY: install chromium qemu demo test test-fast zoo clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -48,6 +48,12 @@ test: install qemu
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The model zoo (about an hour on 2 cores): every Keras application family through every format and backend,
+# then docs/support-matrix.md from its results (runs/zoo/<family>/cells.json). One family: add ZOO=-kResNet.
+zoo: install
+	-flock /tmp/convert-heavy.lock $(BIN)/python -m pytest -q -m zoo tests/test_zoo.py $(ZOO)
+	$(BIN)/python tests/test_zoo.py --matrix > /dev/null
 
 docs: install
 	$(BIN)/convert schema-docs > docs/recipe-reference.md

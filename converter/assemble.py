@@ -50,7 +50,11 @@ def _reference(plan: Plan, outcomes: dict[str, Outcome]) -> Reference:
     step = plan.reference_outputs
     if step is None or step.id not in outcomes or not outcomes[step.id].ok:
         return reference
-    output = outputs(outcomes[step.id].entry)
+    from converter.steps.outputs import primary
+
+    every = outputs(outcomes[step.id].entry)
+    reference.primary_output = primary(list(every), plan.recipe.verify.primary_output)
+    output = every[reference.primary_output]
     data = load(outcomes[step.parents["data"]].entry, step.config["take"])
     reference.samples = int(len(output))
     reference.metrics = label_metrics(output, data.y)
@@ -132,24 +136,53 @@ def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Referen
         return evaluation
     problems: list[Failure] = []
     if "parity" in record:
-        parity, found = parity_verdict(record["parity"], artifact.format, artifact.quantization, artifact.name)
+        parity, found = _parity(record["parity"], artifact)
         artifact.parity.append(parity)
         problems += found
     metrics = dict(record.get("metrics") or {})
-    if "top1" in metrics and "top1" in reference.metrics:
-        metrics["top1_drop"] = reference.metrics["top1"] - metrics["top1"]
+    per_output = metrics.pop("outputs", None)
+    reference_top1 = record.get("reference_top1", reference.metrics.get("top1"))  # on the samples this backend saw
+    if "top1" in metrics and reference_top1 is not None:
+        metrics["top1_drop"] = reference_top1 - metrics["top1"]
+    evaluation.samples, evaluation.sample_cap = record.get("samples"), record.get("sample_cap")
+    evaluation.primary_output = record.get("primary_output")
     evaluation.per_sample = record.get("per_sample") or {}
     if evaluation.per_sample and reference.per_sample:
         agree = evaluation.per_sample.get("agree")
+        seen = stats.decode_per_sample(evaluation.per_sample)
         metrics.update(stats.evaluation_stats(
-            stats.decode_per_sample(reference.per_sample), stats.decode_per_sample(evaluation.per_sample),
+            stats.decode_per_sample(reference.per_sample)[:len(seen)], seen,
             stats.decode_per_sample({"correct": agree, "n": evaluation.per_sample["n"]}) if agree else None))
-    evaluation.metrics = metrics
     problems += budget_failures(metrics, budget, artifact.name, backend, within_noise)
+    if per_output:  # every output meets the budget; the primary's figures head the metrics
+        for name, values in per_output.items():
+            if name != evaluation.primary_output:
+                problems += budget_failures(values, budget, f"{artifact.name} output '{name}'", backend, within_noise)
+        headline = dict(metrics)
+        metrics["outputs"] = {name: headline if name == evaluation.primary_output else values
+                              for name, values in per_output.items()}
+    evaluation.metrics = metrics
     evaluation.reasons = [str(p) for p in problems]
     evaluation.status = "failed" if problems else "passed"
     artifact.problems += problems
     return evaluation
+
+
+def _parity(measured: dict[str, Any], artifact: Artifact):
+    """The parity verdict on every output: each against the format's tolerance, reasons naming the output."""
+    per_output = measured.get("outputs") or {}
+    if not per_output:
+        return parity_verdict(measured, artifact.format, artifact.quantization, artifact.name)
+    found: list[Failure] = []
+    outputs: dict[str, Any] = {}
+    for name, values in per_output.items():
+        one, problems = parity_verdict({**measured, **values}, artifact.format, artifact.quantization,
+                                       f"{artifact.name} output '{name}'")
+        outputs[name] = {"max_abs_diff": one.max_abs_diff, "cosine": one.cosine, "passed": one.passed}
+        found += problems
+    parity, _ = parity_verdict(measured, artifact.format, artifact.quantization, artifact.name)
+    parity.passed, parity.reasons, parity.outputs = not found, [str(f) for f in found], outputs
+    return parity, found
 
 
 class Judge:

@@ -25,6 +25,9 @@ class BackendInfo:
     library: str = ""  # module the latency worker imports before loading the model ("module:function" to call it)
     probe: str = ""  # "module:function" raising DependencyError when the backend cannot run on this machine
     default: bool = True  # run when a recipe names no backends; False: only when a recipe asks for it
+    # evaluation samples at most (None: every one): a slow backend checks a subset, and the report says so;
+    # the recipe's verify.backend_limits overrides it
+    eval_samples: Optional[int] = None
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -34,8 +37,10 @@ BACKENDS: dict[str, BackendInfo] = {
                           package="ai-edge-litert", library="ai_edge_litert.interpreter"),
     "onnxruntime": BackendInfo("converter.runtimes.onnx_runtime:OnnxRuntime", ("onnx",), "server",
                                package="onnxruntime", library="onnxruntime"),
+    # TF.js's plain-JavaScript kernels: about 110 s per ResNet50V2 (96x96) artifact on 48 samples, where wasm runs
+    # the same artifact's evaluation in seconds; it evaluates the first 16 samples (its parity samples)
     "tfjs-cpu": BackendInfo("converter.runtimes.tfjs:TfjsRuntime", ("tfjs_graph", "tfjs_layers"), "web",
-                            {"backend": "cpu"}, single_threaded=True, timed_in="node",
+                            {"backend": "cpu"}, single_threaded=True, timed_in="node", eval_samples=16,
                             version="converter.runtimes.tfjs:runner_versions", probe="converter.runtimes.tfjs:probe"),
     # TF.js 4.22's wasm build in Node 20 has no thread support (WASM_HAS_MULTITHREAD_SUPPORT false): one thread
     "tfjs-wasm": BackendInfo("converter.runtimes.tfjs:TfjsRuntime", ("tfjs_graph", "tfjs_layers"), "web",
@@ -53,7 +58,8 @@ BACKENDS.update({
     # the plain .wasm build: no SIMD, no threads; opt-in, to see what SIMD buys
     "browser-wasm-nosimd": BackendInfo(**_BROWSER, options={"backend": "wasm", "simd": False}, single_threaded=True,
                                        default=False),
-    "browser-cpu": BackendInfo(**_BROWSER, options={"backend": "cpu"}, single_threaded=True, default=False),
+    "browser-cpu": BackendInfo(**_BROWSER, options={"backend": "cpu"}, single_threaded=True, default=False,
+                               eval_samples=16),
     # 174 ms per MobileNet v1 0.25 inference in SwiftShader, 4 s to its first: opt-in where there is no GPU
     "browser-webgpu": BackendInfo(**_BROWSER, options={"backend": "webgpu"}, single_threaded=True, default=False),
 })

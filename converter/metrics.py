@@ -23,10 +23,34 @@ def topk_accuracy(output: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.mean(np.any(top == labels[:, None], axis=1)))
 
 
+def check_labels(output: np.ndarray, labels: Optional[np.ndarray], where: str = "data.eval") -> None:
+    """DataError when the labels cannot belong to this output: class labels beyond its classes, or targets whose
+    size differs from the output's."""
+    from converter.errors import DataError
+
+    if labels is None:
+        return
+    if len(labels) != len(output):
+        raise DataError(f"{where}: {len(labels)} labels for {len(output)} outputs")
+    integer_classes = np.issubdtype(labels.dtype, np.integer) and labels.ndim == 1
+    if integer_classes and output.ndim == 2 and output.shape[1] > 1:
+        low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+        if low < 0 or high >= output.shape[1]:
+            raise DataError(f"{where}: class labels range {low}..{high}, but the model's output has "
+                            f"{output.shape[1]} classes (0..{output.shape[1] - 1}): the labels belong to another "
+                            "output (set verify.primary_output) or another class list")
+        return
+    if labels.size != output.size:
+        raise DataError(f"{where}: labels of shape {list(labels.shape)} cannot be targets of an output of shape "
+                        f"{list(output.shape)}: give one target per output value, or integer class labels for a "
+                        "class-score output (verify.primary_output picks the output they belong to)")
+
+
 def label_metrics(output: np.ndarray, labels: Optional[np.ndarray]) -> dict[str, float]:
     """top1/top5 for class scores, mse/mae for anything else; empty without labels."""
     if labels is None:
         return {}
+    check_labels(output, labels)
     if is_classifier(output, labels):
         return {"top1": topk_accuracy(output, labels, 1), "top5": topk_accuracy(output, labels, 5)}
     target = labels.reshape(output.shape).astype(np.float64)
@@ -52,8 +76,11 @@ def reference_metrics(output: np.ndarray, reference: np.ndarray) -> dict[str, fl
     diff = out - ref
     signal = float(np.sum(ref**2))
     noise = float(np.sum(diff**2))
-    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-    cosines = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+    out_norm, ref_norm = np.linalg.norm(out, axis=1), np.linalg.norm(ref, axis=1)
+    norms = out_norm * ref_norm
+    # two zero vectors agree (1); a zero output against a non-zero reference, or the reverse, does not (0)
+    both_zero = np.where((out_norm == 0) & (ref_norm == 0), 1.0, 0.0)
+    cosines = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), both_zero)
     metrics = {
         "max_abs_diff": float(np.max(np.abs(diff))) if diff.size else 0.0,
         "mean_abs_diff": float(np.mean(np.abs(diff))) if diff.size else 0.0,
@@ -72,6 +99,17 @@ def compare(output: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarr
     if reference_labels and "top1" in metrics and "top1" in reference_labels:
         metrics["top1_drop"] = reference_labels["top1"] - metrics["top1"]
     return metrics
+
+
+def compare_outputs(outputs: dict[str, np.ndarray], references: dict[str, np.ndarray], labels: Optional[np.ndarray],
+                    primary: str) -> dict[str, object]:
+    """Metrics of the primary output (with the labels) at the top level, and, for a model with several outputs,
+    every output's under `outputs` ({name: metrics}; the others are compared with the reference only)."""
+    headline = compare(outputs[primary], references[primary], labels)
+    if len(outputs) == 1:
+        return dict(headline)
+    return {**headline, "outputs": {name: headline if name == primary else reference_metrics(out, references[name])
+                                    for name, out in outputs.items()}}
 
 
 def per_sample(output: np.ndarray, reference: np.ndarray, labels: Optional[np.ndarray]) -> dict[str, object]:

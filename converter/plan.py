@@ -20,7 +20,7 @@ from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
-STEP_VERSIONS = {"source": 3, "data": 2, "stage": 3, "outputs": 2, "export": 2, "check": 3, "latency": 2, "explain": 1}
+STEP_VERSIONS = {"source": 4, "data": 3, "stage": 3, "outputs": 3, "export": 3, "check": 4, "latency": 3, "explain": 1}
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,10 @@ def _model_steps(plan: Plan, recipe: Recipe) -> None:
         inputs["model_type"] = "folder" if Path(spec.path).is_dir() else Path(spec.path).suffix.lower()
     elif spec.weights not in ("none", "imagenet"):
         inputs["weights"], locations["weights"] = _content_hash(Path(spec.weights), "model.weights"), str(spec.weights)
-    config = spec.model_dump(mode="json", exclude={"path", "weights"})  # trust stays: it decides what may load
+    if spec.custom_objects is not None:  # their code shapes the model: their content is part of the id
+        inputs["custom_objects"] = _content_hash(Path(spec.custom_objects), "model.custom_objects")
+        locations["custom_objects"] = str(spec.custom_objects)
+    config = spec.model_dump(mode="json", exclude={"path", "weights", "custom_objects"})  # trust stays: it decides what may load
     config["weights"] = spec.weights if spec.weights in ("none", "imagenet") else "file"
     plan.models["source"] = plan.add(Step("source", "load the model", config, {}, inputs,
                                           _versions("tensorflow", "tf-keras"), locations))
@@ -144,7 +147,7 @@ def _model_steps(plan: Plan, recipe: Recipe) -> None:
 def _data_step(role: str, spec: DatasetSpec, source: Step) -> Step:
     from converter.data.loading import fingerprint
 
-    parents = {"model": source.id} if spec.source == "synthetic" and spec.shape is None else {}
+    parents = {"model": source.id} if spec.source == "synthetic" else {}  # its inputs' shapes and dtypes
     locations = {key: str(getattr(spec, key)) for key in ("path", "labels_path") if getattr(spec, key) is not None}
     return Step("data", f"load data.{role}", {"spec": spec.model_dump(mode="json", exclude={"path", "labels_path"})},
                 parents, {"files": fingerprint(spec)}, _versions("numpy", "pillow", "scikit-learn"), locations)
@@ -196,10 +199,14 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
         check_parents = {"artifact": export.id, "parity_data": parity_data.id, "source_outputs": source_parity.id}
         if evaluate:
             check_parents.update(eval_data=plan.data["eval"].id, reference_outputs=plan.reference_outputs.id)
+        cap = verify.backend_limits.get(backend, backend_table.BACKENDS[backend].eval_samples)
+        take = verify.limit if cap is None or (verify.limit is not None and verify.limit <= cap) else cap
         checks[backend] = plan.add(Step(
             "check", f"check {spec.name} on {backend}",
             {"backend": backend, "format": spec.format, "parity_samples": parity_take,
-             "eval_take": verify.limit if evaluate else None, "batch_size": verify.batch_size},
+             "eval_take": take if evaluate else None, "batch_size": verify.batch_size,
+             "sample_cap": cap if evaluate and take == cap and cap is not None else None,
+             "primary_output": verify.primary_output},
             check_parents, {}, {**_versions(), **backend_table.versions(backend)}))
     if schedule is not None:
         from converter.benchmark.measure import plan as latency_plan

@@ -33,6 +33,7 @@ class Parity:
     tolerance: dict[str, Any]
     passed: bool
     reasons: list[str]
+    outputs: dict[str, Any] = field(default_factory=dict)  # several outputs: {name: {max_abs_diff, cosine, passed}}
 
 
 @dataclass
@@ -48,6 +49,9 @@ class Evaluation:
     error: Optional[str] = None
     skipped: Optional[str] = None  # why, with the command that installs what is missing
     per_sample: dict[str, Any] = field(default_factory=dict)
+    samples: Optional[int] = None  # evaluation samples this backend ran (the first N of the eval data)
+    sample_cap: Optional[int] = None  # set when the backend's cap (backends.py, verify.backend_limits) limited them
+    primary_output: Optional[str] = None  # the output the top-level metrics describe (several outputs)
     explain: Optional[dict[str, Any]] = None  # where the error starts (converter/explain/), or {'error': why}
 
     @property
@@ -113,6 +117,7 @@ class Reference:
     metrics: dict[str, Any] = field(default_factory=dict)
     per_sample: dict[str, Any] = field(default_factory=dict)
     eval_data_id: Optional[str] = None  # which samples, in which order: two runs with the same id can be paired
+    primary_output: Optional[str] = None  # the output `metrics` describe
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -75,7 +75,107 @@ def _offline_weights() -> Iterator[None]:
 
 
 def load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
-    """Materialize the source model. SavedModel folders are used in place; everything else is saved to out_dir."""
+    """Materialize the source model. SavedModel folders are used in place; everything else is saved to out_dir.
+    With model.input_shape, the model is saved to out_dir re-traced at that shape."""
+    ref = _load_source(spec, out_dir)
+    if spec.input_shape is None:
+        return ref
+    return fix_input_shape(ref, spec.input_shape, out_dir)
+
+
+def load_custom_objects(path: Path) -> dict[str, Any]:
+    """The custom objects a recipe's model.custom_objects file defines: its CUSTOM_OBJECTS dict, else every public
+    class and function defined in it (trusted code: the recipe says trust_model_code)."""
+    import hashlib
+    import importlib.util
+    import inspect
+
+    name = "convert_custom_objects_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ModelError(f"model.custom_objects: cannot import {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # the user's own code: any error is theirs to read
+        raise ModelError(f"model.custom_objects: {path} fails to import: {type(exc).__name__}: {exc}") from None
+    declared = getattr(module, "CUSTOM_OBJECTS", None)
+    if declared is not None:
+        if not isinstance(declared, dict):
+            raise ModelError(f"model.custom_objects: CUSTOM_OBJECTS in {path} must be a dict of name -> class or function")
+        return dict(declared)
+    return {key: value for key, value in vars(module).items() if not key.startswith("_")
+            and (inspect.isclass(value) or inspect.isfunction(value)) and getattr(value, "__module__", "") == name}
+
+
+def _unknown_object_hint(message: str) -> str:
+    if "Unknown" in message or "custom_object_scope" in message:
+        return (" -- the model uses a custom layer or function: set model.custom_objects to a .py file that defines "
+                "it (with model.trust_model_code: true)")
+    return ""
+
+
+def fix_input_shape(ref: ModelRef, input_shape: Any, out_dir: Path) -> ModelRef:
+    """Save the model with its serving signature traced at `input_shape` (one shape, or {input name: shape}),
+    the batch dimension left open; ModelError naming model.input_shape when it does not fit the model."""
+    from converter.tf_env import tf
+
+    tf_ = tf()
+    loaded, function = ref.load_signature()
+    specs = function.structured_input_signature[1]
+    shapes = input_shape if isinstance(input_shape, dict) else (
+        {next(iter(specs)): input_shape} if len(specs) == 1 else None)
+    if shapes is None:
+        raise ModelError(f"model.input_shape: the model has {len(specs)} inputs ({', '.join(sorted(specs))}): "
+                         "give {input name: shape} for each")
+    unknown = sorted(set(shapes) - set(specs))
+    if unknown:
+        raise ModelError(f"model.input_shape: the model has no input {', '.join(unknown)} (it has {', '.join(sorted(specs))})")
+    fixed = {}
+    for name, spec in specs.items():
+        shape = [None, *shapes[name]] if name in shapes else spec.shape.as_list()
+        if not tf_.TensorShape(shape).is_compatible_with(spec.shape):
+            raise ModelError(f"model.input_shape: {shapes[name]} does not fit input '{name}' of shape "
+                             f"{['?' if d is None else d for d in spec.shape.as_list()[1:]]}")
+        fixed[name] = tf_.TensorSpec(shape, spec.dtype, name=name)
+
+    order = sorted(fixed)
+    target = out_dir if Path(ref.path) != out_dir else out_dir.with_name(out_dir.name + "-fixed")
+    model = ref.load_keras() if ref.kind == "keras" else None
+    if model is not None and _keras_signature(model, specs, function):
+        # traced from the Keras model itself: a signature over another object's variables cannot be saved with it
+
+        @tf_.function(input_signature=[fixed[name] for name in order])
+        def serve(*args):
+            feed = dict(zip(order, args))
+            result = model([feed[name] for name in model.input_names] if len(order) > 1 else args[0], training=False)
+            return dict(zip(model.output_names, result if isinstance(result, (list, tuple)) else [result]))
+
+        model.save(str(target), save_format="tf", signatures={ref.signature: serve.get_concrete_function()})
+    else:
+
+        @tf_.function(input_signature=[fixed[name] for name in order])
+        def serve(*args):
+            return function(**dict(zip(order, args)))
+
+        tf_.saved_model.save(loaded, str(target), signatures={ref.signature: serve.get_concrete_function()})
+        ref = ModelRef(ref.path, "savedmodel", ref.signature, ref.trusted_code)
+    if target != out_dir:
+        import shutil
+
+        shutil.rmtree(out_dir)
+        target.rename(out_dir)
+    return ModelRef(out_dir, ref.kind, ref.signature, ref.trusted_code)
+
+
+def _keras_signature(model: Any, specs: dict[str, Any], function: Any) -> bool:
+    """Whether the signature is the Keras model's own: inputs named as its inputs, outputs as its outputs."""
+    outputs = function.structured_outputs
+    return (sorted(specs) == sorted(model.input_names) and isinstance(outputs, dict)
+            and sorted(outputs) == sorted(model.output_names))
+
+
+def _load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
     from converter.tf_env import keras
 
     if spec.application:
@@ -95,12 +195,14 @@ def load_source(spec: ModelSpec, out_dir: Path) -> ModelRef:
         if version and version.startswith("3"):
             raise ModelError(f"{path}: saved by Keras {version}, which tf_keras (needed for pruning and QAT) cannot "
                              "load; in Keras 3 run model.export('folder') and set model.path to that SavedModel folder")
+    custom = load_custom_objects(Path(spec.custom_objects)) if spec.custom_objects else {}
     try:
         kwargs = {"safe_mode": not spec.trust_model_code} if path.suffix == ".keras" and zipfile.is_zipfile(path) else {}
-        with keras_safe_mode(spec.trust_model_code):
+        with keras_safe_mode(spec.trust_model_code), keras().utils.custom_object_scope(custom):
             model = keras().models.load_model(str(path), compile=False, **kwargs)
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelError(f"{path}: tf_keras cannot load it ({str(exc).splitlines()[0][:300]})") from None
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise ModelError(f"{path}: tf_keras cannot load it ({first}){_unknown_object_hint(str(exc))}") from None
     model.save(str(out_dir), save_format="tf")
     return ModelRef(out_dir, "keras", "serving_default", spec.trust_model_code)
 

@@ -146,6 +146,16 @@ def models_dir(tmp_path_factory) -> Path:
     return folder
 
 
+def pytest_collection_modifyitems(config, items):
+    """The zoo runs only when asked for (-m zoo, or make zoo): it takes about an hour."""
+    if "zoo" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="the model zoo runs with -m zoo (make zoo)")
+    for item in items:
+        if "zoo" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """Every test gets an empty step cache of its own (CONVERT_CACHE_DIR), also for the CLI it starts."""

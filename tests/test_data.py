@@ -91,8 +91,18 @@ def test_shape_the_model_cannot_take():
 
 def test_synthetic_warns_and_follows_model_shape():
     with pytest.warns(UserWarning, match="meaningless"):
-        data = load_dataset(spec(source="synthetic", count=3), input_shape=[4, 4, 1])
-    assert data.x.shape == (3, 4, 4, 1) and data.y is None
+        data = load_dataset(spec(source="synthetic", count=3), [{"name": "x", "shape": [None, 4, 4, 1], "dtype": "float32"}])
+    assert data.x.shape == (3, 4, 4, 1) and data.x.dtype == np.float32 and data.y is None
+
+
+def test_synthetic_draws_every_input_in_its_dtype():
+    inputs = [{"name": "ids", "shape": [None, 6], "dtype": "int32"}, {"name": "image", "shape": [None, 4, 4, 3], "dtype": "float32"},
+              {"name": "mask", "shape": [None, 6], "dtype": "bool"}]
+    with pytest.warns(UserWarning, match="meaningless"):
+        data = load_dataset(spec(source="synthetic", count=5, int_range=[2, 7]), inputs)
+    assert sorted(data.x) == ["ids", "image", "mask"] and len(data) == 5
+    assert data.x["ids"].dtype == np.int32 and data.x["ids"].min() >= 2 and data.x["ids"].max() < 7
+    assert data.x["mask"].dtype == np.bool_ and data.x["image"].shape == (5, 4, 4, 3)
 
 
 def test_top1_ties_break_like_argmax_whatever_the_order_of_work():

@@ -24,8 +24,11 @@ def plan(backends: list[str], schedule: Schedule) -> list[tuple[str, int, int]]:
             for batch in schedule.batch_sizes]
 
 
-def batch_input(sample: np.ndarray, batch: int) -> np.ndarray:
-    """The fixed timed input: the first `batch` rows of `sample` (which has a batch dimension), repeated if too few."""
+def batch_input(sample, batch: int):
+    """The fixed timed input: the first `batch` rows of `sample` (which has a batch dimension), repeated if too few;
+    for several inputs ({name: array}) the same rows of each."""
+    if isinstance(sample, dict):
+        return {name: batch_input(array, batch) for name, array in sample.items()}
     sample = np.asarray(sample)
     if sample.ndim == 0 or len(sample) == 0:
         raise ValueError("the benchmark sample needs a batch dimension and at least one row")
@@ -49,10 +52,14 @@ def measure(artifact_dir: Path, fmt: str, backend: str, threads: int, batch: int
         timeout = 600.0 + 2 * (timing.warmup_seconds + timing.max_seconds)
     with tempfile.TemporaryDirectory(prefix="convert-bench-") as tmp:
         folder = Path(tmp)
-        np.save(folder / "input.npy", batch_input(sample, batch))
+        timed_input = batch_input(sample, batch)
+        if isinstance(timed_input, dict):
+            np.savez(folder / "input.npz", **timed_input)
+        else:
+            np.save(folder / "input.npy", timed_input)
         spec = {"artifact_dir": str(Path(artifact_dir).resolve()), "fmt": fmt, "backend": backend,
                 "threads": threads, "batch": batch, "timing": timing.as_dict(),
-                "input": str(folder / "input.npy"), "result": str(folder / "row.json")}
+                "input": str(folder / ("input.npz" if isinstance(timed_input, dict) else "input.npy")), "result": str(folder / "row.json")}
         (folder / "spec.json").write_text(json.dumps(spec))
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         try:

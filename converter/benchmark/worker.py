@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from converter.data.dataset import feeds
+
 from converter.errors import BackendUnavailable
 from converter.benchmark.load import contention, noise_reasons, peak_rss_mb, sample
 from converter.benchmark.schedule import Timing, run_timing
@@ -26,12 +28,20 @@ from converter.benchmark.stats import summarize
 _FIRST_ONLY = {"warmup_runs": 0, "warmup_seconds": 0.0, "min_runs": 1, "min_seconds": 0.0, "max_runs": 1, "max_seconds": 3600.0}
 
 
+def _inputs(path: str):
+    """The timed input: one array (.npy), or {input name: array} (.npz) for a model with several inputs."""
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    return np.load(path)
+
+
 def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the artifact, time its first inference, then run the timing loop; return the latency row."""
     from converter.backends import BACKENDS, open_runtime
 
     backend = spec["backend"]
-    x = np.load(spec["input"])
+    x = _inputs(spec["input"])
     timing = Timing(**spec["timing"])
     timed_in = BACKENDS[backend].timed_in
     inside = timed_in != "python"
@@ -42,19 +52,20 @@ def measure_here(spec: dict[str, Any]) -> dict[str, Any]:
     load_ms = (time.perf_counter() - started) * 1000.0
     try:
         description = runtime.describe()
+        x = [x] if not isinstance(x, dict) else feeds(x, runtime.input_names)
         if inside:  # timed inside the runtime's own process: no inter-process traffic in the timings
-            first_ms = runtime.time([x], _FIRST_ONLY)["latencies_ms"][0]
+            first_ms = runtime.time(x, _FIRST_ONLY)["latencies_ms"][0]
             before = sample()
-            timed = runtime.time([x], timing.as_dict())
+            timed = runtime.time(x, timing.as_dict())
             after = sample()
             load_ms = runtime.info.get("load_ms", load_ms)
             peak, peak_of = timed.get("peak_rss_mb"), timed_in
         else:
             started = time.perf_counter()
-            runtime.run([x])
+            runtime.run(x)
             first_ms = (time.perf_counter() - started) * 1000.0
             before = sample()
-            timed = run_timing(lambda: runtime.run([x]), timing)
+            timed = run_timing(lambda: runtime.run(x), timing)
             after = sample()
             peak, peak_of = peak_rss_mb(), "worker"
     finally:

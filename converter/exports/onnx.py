@@ -14,6 +14,7 @@ constants on their trained grid, get explicit uint8 QDQ (see onnx_qat).
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
@@ -69,10 +70,13 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
             if spec.quantization == "dynamic_int8":
                 _quantize_dynamic(source, final, spec, external)
             else:
-                reader = _calibration_reader(*calibration_feed(float_model, _calibration(ctx, spec), nchw_inputs))
+                reader = _calibration_reader(calibration_feed(float_model, _calibration(ctx, spec), nchw_inputs,
+                                                              result.details.get("io_names")))
                 _quantize_static(source, final, spec, reader, external)
     if nchw_inputs:
         _mark_nchw_inputs(final, nchw_inputs)
+    if result.details.get("io_names"):
+        _mark_nchw_inputs(final, [], {IO_NAMES_METADATA: json.dumps(result.details["io_names"], sort_keys=True)})
     result.details.update(describe_onnx(final))
     result.details.update(quantization=spec.quantization, qat=qat, opset=spec.opset, layout=spec.layout,
                           per_channel=spec.per_channel, external_data=(out_dir / DATA_FILENAME).exists())
@@ -105,8 +109,10 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
             graph_def, inputs, outputs, tables, renames = tf_loader.from_saved_model(
                 str(model.path), None, None, "serve", [model.signature],
                 None, large, return_initialized_tables=True, return_tensors_to_rename=True)
+            keys = {t: renames.get(t, t) for t in inputs + outputs}  # the signature's names
             renames.update(_renames(spec.input_names, inputs, renames, "input_names"))
             renames.update(_renames(spec.output_names, outputs, renames, "output_names"))
+            renamed = {renames.get(t, t): keys[t] for t in inputs + outputs if renames.get(t, t) != keys[t]}
             nchw = _rank4_inputs(graph_def, inputs) if spec.layout == "nchw" else []
             with _numpy_product_alias(large):
                 proto, storage = _convert_common(
@@ -124,6 +130,8 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
     if spec.layout == "nchw" and not nchw:
         result.notes.append("layout nchw: the model has no rank-4 input, nothing was transposed")
     _set_batch_dim(proto, spec.dynamic_batch)
+    if renamed:  # written into the final model's metadata: runtimes match outputs by the signature's names
+        result.details["io_names"] = renamed
     _save_converted(proto, storage, path)
     _fold_batchnorm(path, large, result)
     return [renames.get(name, name) for name in nchw]
@@ -244,15 +252,17 @@ def _check_qat(float_model) -> None:
 
 # ----------------------------------------------------------------------------- saving
 NCHW_METADATA = "convert.nchw_inputs"  # inputs transposed to NCHW; runtimes feed them NHWC data transposed
+IO_NAMES_METADATA = "convert.io_names"  # {ONNX name: signature key} of the inputs/outputs the recipe renamed
 
 
-def _mark_nchw_inputs(path: Path, names) -> None:
-    """Record in the model's metadata which inputs take NCHW, so a runtime can feed NHWC samples."""
+def _mark_nchw_inputs(path: Path, names, more: dict[str, str] | None = None) -> None:
+    """Record in the model's metadata which inputs take NCHW, so a runtime can feed NHWC samples (and `more`)."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = NCHW_METADATA, ",".join(names)
+    for key, value in ({NCHW_METADATA: ",".join(names)} if names else {}).items() | (more or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save_model(proto, str(path))
 
 
@@ -376,40 +386,60 @@ def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, exter
         raise ConversionError(f"onnxruntime quantize_static failed: {_first_line(error)}") from None
 
 
-def _calibration(ctx: ExportContext, spec: OnnxExport) -> np.ndarray:
+def _calibration(ctx: ExportContext, spec: OnnxExport):
+    from converter.data.dataset import count
+
     if ctx.calibration is None:
         raise ConversionError("quantization 'int8' needs calibration data: add data.calibration")
-    samples = np.asarray(ctx.calibration(spec.calibration_samples))
-    if len(samples) == 0:
+    samples = ctx.calibration(spec.calibration_samples)
+    if count(samples) == 0:
         raise ConversionError("quantization 'int8': the calibration data is empty")
     return samples
 
 
-def calibration_feed(model, samples: np.ndarray, nchw_inputs: list[str]) -> tuple[str, np.ndarray]:
-    """The model's single input name and the samples in its layout and dtype (NHWC transposed for NCHW inputs)."""
-    names = [i.name for i in model.graph.input]
-    if len(names) != 1:
-        raise ConversionError(f"quantization 'int8' calibrates single-input models; this one has {len(names)} inputs")
-    if names[0] in nchw_inputs and samples.ndim == 4:
-        samples = samples.transpose(0, 3, 1, 2)
-    dtype = _numpy_dtype(model.graph.input[0].type.tensor_type.elem_type)
-    return names[0], np.ascontiguousarray(samples.astype(dtype, copy=False))
+def calibration_feed(model, samples, nchw_inputs: list[str], renamed: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """{input name: samples} in each input's layout and dtype (NHWC transposed for NCHW inputs). `samples` is one
+    array for a single-input model, or {signature input name: array}; `renamed` maps ONNX names the recipe gave
+    to the signature's."""
+    inputs = list(model.graph.input)
+    renamed = renamed or {}
+    if isinstance(samples, dict):
+        missing = [i.name for i in inputs if i.name not in samples and renamed.get(i.name) not in samples]
+        if missing:
+            raise ConversionError(f"quantization 'int8': the calibration data has no array for input(s) "
+                                  f"{', '.join(missing)} (it has {', '.join(samples)}): map them in the data's x_keys")
+        arrays = {i.name: samples[i.name] if i.name in samples else samples[renamed[i.name]] for i in inputs}
+    elif len(inputs) != 1:
+        raise ConversionError(f"quantization 'int8': the model has {len(inputs)} inputs "
+                              f"({', '.join(i.name for i in inputs)}) and the calibration data one array: use source "
+                              "'arrays' with x_keys mapping each input name to an array of the .npz")
+    else:
+        arrays = {inputs[0].name: samples}
+    feed = {}
+    for value in inputs:
+        array = arrays[value.name]
+        if value.name in nchw_inputs and array.ndim == 4:
+            array = array.transpose(0, 3, 1, 2)
+        feed[value.name] = np.ascontiguousarray(array.astype(_numpy_dtype(value.type.tensor_type.elem_type), copy=False))
+    return feed
 
 
-def _calibration_reader(name: str, samples: np.ndarray):
-    """An onnxruntime CalibrationDataReader yielding one-sample batches."""
+def _calibration_reader(feed: dict[str, np.ndarray]):
+    """An onnxruntime CalibrationDataReader yielding one-sample batches of every input."""
     from onnxruntime.quantization import CalibrationDataReader
+
+    count = len(next(iter(feed.values())))
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.rewind()
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            sample = next(self._samples, None)
-            return None if sample is None else {name: sample[None]}
+            index = next(self._indexes, None)
+            return None if index is None else {name: array[index:index + 1] for name, array in feed.items()}
 
         def rewind(self) -> None:
-            self._samples = iter(samples)
+            self._indexes = iter(range(count))
 
     return Reader()
 

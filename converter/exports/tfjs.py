@@ -51,7 +51,85 @@ def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: Exp
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
     except Exception as err:  # the converter raises bare Exceptions and TF errors alike
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
-    return _result(out_dir, spec.quantize, ctx)
+    repairs = repair_graph(out_dir / "model.json")
+    result = _result(out_dir, spec.quantize, ctx)
+    result.notes += repairs
+    if repairs:
+        result.details["repairs"] = repairs
+    return result
+
+
+_FUSED = {"_FusedConv2D": ("Conv2D", 3), "FusedDepthwiseConv2dNative": ("DepthwiseConv2dNative", (2, 3)),
+          "_FusedMatMul": ("MatMul", 1)}  # fused op -> (plain op, filter dims whose product is the bias length)
+_FUSED_ONLY_ATTRS = ("fused_ops", "num_args", "num_host_args", "TArgs", "leakyrelu_alpha", "epsilon", "filter_format")
+
+
+def repair_graph(model_json: Path) -> list[str]:
+    """Unfuse the bias of fused convolutions / matmuls whose bias is not one value per output channel.
+
+    The tensorflowjs converter fuses Conv2D + Add(constant) into _FusedConv2D even when the constant is a scalar
+    (hard-sigmoid's `x + 3` after a convolution, in MobileNetV3), and tfjs-backend-wasm's FusedConv2D takes only a
+    rank-1 bias of the channel count ("FusedConv2D only supports rank-1 bias but got rank 0"); cpu and webgl take
+    any. Such a node becomes the plain op, an AddV2 with the same constant and its activation, the last of them
+    keeping the node's name so that every consumer is unchanged. Weights are untouched.
+    """
+    import base64
+
+    content = json.loads(model_json.read_text())
+    shapes = {w["name"]: w["shape"] for group in content["weightsManifest"] for w in group["weights"]}
+    topology = content["modelTopology"]
+    graphs = [topology.get("node", [])] + [fn.get("nodeDef", []) for fn in (topology.get("library") or {}).get("function", [])]
+    notes: list[str] = []
+    for nodes in graphs:
+        for node in list(nodes):
+            plain = _FUSED.get(node.get("op"))
+            if plain is None:
+                continue
+            fused = [base64.b64decode(v).decode() for v in node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])]
+            data = [i for i in node.get("input", []) if not i.startswith("^")]
+            if not fused or fused[0] != "BiasAdd" or len(data) < 3:
+                continue
+            bias, filter_shape = shapes.get(data[2]), shapes.get(data[1])
+            if bias is None or filter_shape is None:
+                continue
+            dims = plain[1] if isinstance(plain[1], tuple) else (plain[1],)
+            channels = 1
+            for dim in dims:
+                channels *= int(filter_shape[dim]) if dim < len(filter_shape) else 1
+            if list(bias) == [channels]:
+                continue
+            _unfuse(nodes, node, plain[0], data, [i for i in node["input"] if i.startswith("^")], fused[1:])
+            notes.append(f"repaired fused {plain[0]} '{node['name']}' with a bias of shape "
+                         f"{bias} (not [{channels}]): unfused into {plain[0]} + AddV2"
+                         + (f" + {fused[1]}" if len(fused) > 1 else "")
+                         + ", because tfjs-backend-wasm's fused kernels take only a rank-1 bias of the channel count")
+    if notes:
+        model_json.write_text(json.dumps(content))
+    return notes
+
+
+def _unfuse(nodes: list[dict[str, Any]], node: dict[str, Any], op: str, data: list[str], control: list[str],
+            activation: list[str]) -> None:
+    name, attrs = node["name"], node.get("attr", {})
+    dtype = attrs.get("T", {"type": "DT_FLOAT"})
+    alpha = attrs.get("leakyrelu_alpha")
+    index = nodes.index(node)
+    node["name"] = f"{name}/unfused_{op}"
+    node["op"] = op
+    node["input"] = data[:2] + control
+    for key in _FUSED_ONLY_ATTRS:
+        node.get("attr", {}).pop(key, None)
+    chain = [{"name": f"{name}/unfused_bias" if activation else name, "op": "AddV2",
+              "input": [node["name"], data[2]], "attr": {"T": dtype}}]
+    if activation:
+        act_attrs: dict[str, Any] = {"T": dtype}
+        act_inputs = [chain[0]["name"]]
+        if activation[0] == "LeakyRelu" and alpha is not None:
+            act_attrs["alpha"] = alpha
+        if activation[0] == "Prelu" and len(data) > 3:
+            act_inputs.append(data[3])
+        chain.append({"name": name, "op": activation[0], "input": act_inputs, "attr": act_attrs})
+    nodes[index + 1:index + 1] = chain
 
 
 def tfjs_supported_ops(strip_debug_ops: bool) -> frozenset[str]:
@@ -89,7 +167,49 @@ def _unsupported_message(model: ModelRef, spec: TfjsGraphExport, converter_messa
     named = ", ".join(f"{op} (node {node})" for op, node in found[:_MAX_NAMED])
     more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
     ops = sorted({op for op, _ in found})
-    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}"
+    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}{_ops_hint(model, ops)}"
+
+
+def _ops_hint(model: ModelRef, ops: list[str]) -> str:
+    """The construct behind unsupported ops that Keras applications produce, and the change that works."""
+    hints = []
+    grouped = grouped_convolutions(model)
+    if grouped:
+        hints.append(f"grouped convolutions ({_grouped_text(grouped)}) have no TF.js kernel, and tf_keras runs them "
+                     "as XLA-compiled functions (PartitionedCall) the converter cannot inline: export this model as "
+                     "tflite or onnx, or rebuild it with groups=1")
+    if "Erfc" in ops:
+        hints.append("Erfc comes from the exact GELU (Activation('gelu')), which TF.js lacks: rebuild with the "
+                     "approximate GELU (tf.nn.gelu(x, approximate=True)), or export tflite or onnx")
+    return "".join(f" -- {hint}" for hint in hints)
+
+
+def grouped_convolutions(model: ModelRef) -> list[tuple[str, int]]:
+    """(layer name, groups) of the convolutions with groups > 1 of a Keras model (none for a plain SavedModel)."""
+    if model.kind != "keras":
+        return []
+    try:
+        keras_model = model.load_keras()
+    except Exception:  # a model tf_keras cannot rebuild: nothing to tell
+        return []
+    return _grouped_layers(keras_model)
+
+
+def _grouped_layers(keras_model: Any) -> list[tuple[str, int]]:
+    found = []
+    stack = [keras_model]
+    while stack:
+        layer = stack.pop()
+        stack.extend(getattr(layer, "layers", []))
+        groups = getattr(layer, "groups", 1)
+        if isinstance(groups, int) and groups > 1:
+            found.append((layer.name, groups))
+    return sorted(found)
+
+
+def _grouped_text(grouped: list[tuple[str, int]]) -> str:
+    shown = ", ".join(f"'{name}' groups={groups}" for name, groups in grouped[:3])
+    return shown + (f" and {len(grouped) - 3} more" if len(grouped) > 3 else "")
 
 
 @contextlib.contextmanager
@@ -124,6 +244,11 @@ def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: E
     from tensorflowjs.converters import keras_h5_conversion
 
     keras_model = model.load_keras()
+    grouped = _grouped_layers(keras_model)
+    if grouped:
+        raise ConversionError(f"{model.path}: tfjs-layers has no grouped convolution ({_grouped_text(grouped)}), nor "
+                              "has TF.js a kernel for one: export this model as tflite or onnx, or rebuild it with "
+                              "groups=1")
     quantization = quantization_map(spec.quantize, spec.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     h5_path = out_dir / "_source.h5"
@@ -136,7 +261,7 @@ def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: E
         raise ConversionError(f"{model.path}: the model cannot be saved as a Keras layers model: {_one_line(err)}") from None
     finally:
         h5_path.unlink(missing_ok=True)
-    repairs = repair_topology(topology, keras_model)
+    repairs = repair_topology(topology, keras_model) + repair_layers(topology, weight_groups)
     try:
         keras_h5_conversion.write_artifacts(topology, weight_groups, str(out_dir), quantization_dtype_map=quantization,
                                             weight_shard_size_bytes=spec.shard_size, metadata=_metadata(ctx))
@@ -188,6 +313,139 @@ def _repair_model_config(model_config: dict[str, Any], keras_model: Any) -> list
     return notes
 
 
+# tf_keras writes these fields for SeparableConv2D (inherited from Conv), and tfjs-layers refuses them:
+# "Fields kernelInitializer, kernelRegularizer and kernelConstraint are invalid for SeparableConv2D".
+_SEPARABLE_EXTRA = ("kernel_initializer", "kernel_regularizer", "kernel_constraint")
+# TFOpLambda ops with one constant operand that tfjs-layers' Rescaling (x * scale + offset) computes exactly
+_SCALAR_OPS = {"__operators__.add": lambda c: (1.0, c), "math.add": lambda c: (1.0, c),
+               "math.subtract": lambda c: (1.0, -c), "math.multiply": lambda c: (c, 0.0),
+               "math.truediv": lambda c: (1.0 / c, 0.0) if c else None}
+
+
+def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, Any]]]) -> list[str]:
+    """Rewrite the layers tfjs-layers 4.22 lacks where an exact equivalent exists, in place (weights included):
+
+    - SeparableConv2D: drop the kernel_* fields tf_keras writes and tfjs-layers refuses (it has depthwise_* and
+      pointwise_* fields of its own); the weights do not change.
+    - TFOpLambda adding, subtracting, multiplying or dividing by one constant number (`x + 3.0`, `x * (1/6)` in
+      MobileNetV3's hard-sigmoid): Rescaling(scale, offset), which computes x * scale + offset.
+    - Normalization (a preprocessing layer: (x - mean) / sqrt(variance)) over the last axis: BatchNormalization
+      without centre and scale, its moving mean and variance set to the adapted mean and variance, epsilon 0.
+    """
+    notes: list[str] = []
+    taken: set[int] = set()  # ids of the bare statistics weights already given to a Normalization layer
+    for config in _model_configs(topology["model_config"]):
+        for layer in config["layers"]:
+            kind, layer_config = layer["class_name"], layer["config"]
+            if kind == "SeparableConv2D" and any(k in layer_config for k in _SEPARABLE_EXTRA):
+                for key in _SEPARABLE_EXTRA:
+                    layer_config.pop(key, None)
+                notes.append(f"repaired SeparableConv2D '{layer_config['name']}': dropped the kernel_initializer, "
+                             "kernel_regularizer and kernel_constraint fields tfjs-layers refuses")
+            elif kind == "TFOpLambda":
+                note = _scalar_op_to_rescaling(layer)
+                if note:
+                    notes.append(note)
+            elif kind == "Normalization":
+                note = _normalization_to_batchnorm(layer, _statistics_group(layer_config["name"], weight_groups, taken),
+                                                   weight_groups)
+                if note:
+                    notes.append(note)
+    return notes
+
+
+def _model_configs(model_config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    config = model_config["config"]
+    yield config
+    for layer in config["layers"]:
+        if layer["class_name"] in _NESTED_MODELS:
+            yield from _model_configs(layer)
+
+
+def _scalar_op_to_rescaling(layer: dict[str, Any]) -> Optional[str]:
+    function = layer["config"].get("function")
+    nodes = layer.get("inbound_nodes") or []
+    if function not in _SCALAR_OPS or len(nodes) != 1 or not nodes[0]:
+        return None
+    # TFOpLambda writes its one call as [name, node, tensor, kwargs]; other layers nest it in a list
+    inbound = nodes[0] if isinstance(nodes[0][0], str) else nodes[0][0] if len(nodes[0]) == 1 else None
+    if inbound is None:
+        return None
+    kwargs = inbound[3] if len(inbound) > 3 and isinstance(inbound[3], dict) else {}
+    constant = kwargs.get("y")
+    if isinstance(constant, bool) or not isinstance(constant, (int, float)) or set(kwargs) - {"y", "name"}:
+        return None
+    factors = _SCALAR_OPS[function](float(constant))
+    if factors is None:
+        return None
+    scale, offset = factors
+    name = layer["config"]["name"]
+    layer["class_name"] = "Rescaling"
+    layer["config"] = {"name": name, "trainable": False, "dtype": layer["config"].get("dtype", "float32"),
+                       "scale": scale, "offset": offset}
+    layer["inbound_nodes"] = [[[inbound[0], inbound[1], inbound[2], {}]]]
+    return f"repaired TFOpLambda '{name}' (tf.{function} by {constant:g}): tfjs-layers has no TFOpLambda, so it is " \
+           f"Rescaling(scale={scale:g}, offset={offset:g})"
+
+
+def _basename(weight: dict[str, Any]) -> str:
+    return weight["name"].rsplit("/", 1)[-1].split(":")[0]
+
+
+_STATISTICS = ("mean", "variance", "count")
+
+
+def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], taken: set[int]) -> dict[str, Any]:
+    """The mean/variance/count weights of Normalization layer `name`: named '<name>/mean', or, as tf_keras writes
+    them into h5, plainly 'mean', 'variance', 'count' among the other weights: then the next unclaimed three in
+    weight order (which follows the layers' order)."""
+    weights = [w for group in weight_groups for w in group]
+    prefixed = {_basename(w): w for w in weights if w["name"].startswith(f"{name}/") and _basename(w) in _STATISTICS}
+    if "mean" in prefixed and "variance" in prefixed:
+        return prefixed
+    found: dict[str, Any] = {}
+    for weight in weights:
+        key = weight["name"].split(":")[0]
+        if "/" in weight["name"] or id(weight) in taken or key not in _STATISTICS:
+            continue
+        if key in found:  # a second layer's statistics: this layer's set ended
+            break
+        found[key] = weight
+        if len(found) == len(_STATISTICS):
+            break
+    if "mean" not in found or "variance" not in found:
+        return {}
+    taken.update(id(w) for w in found.values())
+    return found
+
+
+def _normalization_to_batchnorm(layer: dict[str, Any], found: dict[str, Any],
+                                weight_groups: list[list[dict[str, Any]]]) -> Optional[str]:
+    import numpy as np
+
+    config = layer["config"]
+    name = config["name"]
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    found = {key: found.get(key) for key in ("mean", "variance", "count")}
+    if config.get("invert") or axis != -1 or found["mean"] is None or found["variance"] is None:
+        return None
+    mean = np.asarray(found["mean"]["data"], dtype=np.float32).reshape(-1)
+    variance = np.asarray(found["variance"]["data"], dtype=np.float32).reshape(-1)
+    # Keras divides by max(sqrt(variance), 1e-7); BatchNormalization by sqrt(variance + epsilon)
+    variance = np.maximum(variance, np.float32(1e-14))
+    found["mean"]["name"], found["mean"]["data"] = f"{name}/moving_mean", mean
+    found["variance"]["name"], found["variance"]["data"] = f"{name}/moving_variance", variance
+    if found["count"] is not None:
+        for group in weight_groups:
+            group[:] = [w for w in group if w is not found["count"]]
+    layer["class_name"] = "BatchNormalization"
+    layer["config"] = {"name": name, "trainable": False, "dtype": config.get("dtype", "float32"), "axis": -1,
+                       "momentum": 0.99, "epsilon": 0.0, "center": False, "scale": False}
+    return f"repaired Normalization '{name}': tfjs-layers has no Normalization layer, so it is BatchNormalization " \
+           "with the adapted mean and variance as moving statistics (same (x - mean) / sqrt(variance))"
+
+
 def _redirect(config: dict[str, Any], old: str, new: str, skip: dict[str, Any]) -> None:
     """Point every use of layer `old`'s outputs (inbound nodes, model outputs) at layer `new`."""
     for layer in config["layers"]:
@@ -210,6 +468,25 @@ def _unique(name: str, taken: set[str]) -> str:
         candidate = f"{name}_{index}"
     taken.add(candidate)
     return candidate
+
+
+def layers_load_hint(message: str) -> str:
+    """What to change when tfjs-layers refuses a layers model: the construct, and the one change that works."""
+    import re
+
+    unknown = re.search(r"Unknown layer: ([\w>]+)", message)
+    if unknown:
+        layer = unknown.group(1)
+        what = ("a TensorFlow function called on Keras tensors (tf.* or an operator between tensors), which "
+                "tfjs-layers cannot express; the toolkit rewrites only arithmetic with one constant number"
+                if layer == "TFOpLambda" else f"a layer tfjs-layers 4.22 does not have (a custom or newer Keras layer)")
+        return (f" -- {layer} is {what}. Export the model as tfjs_graph instead: a graph model runs the SavedModel's "
+                f"ops, not Keras layers, so it needs no {layer} in TF.js; or rebuild the model without {layer}.")
+    fields = re.search(r"Fields? (.+?) (?:is|are) invalid for (\w+)", message)
+    if fields:
+        return (f" -- tf_keras writes {fields.group(1)} for {fields.group(2)} and tfjs-layers refuses them. Export the "
+                "model as tfjs_graph instead (a graph model has no layer configurations).")
+    return " -- export the model as tfjs_graph instead, which runs the SavedModel's ops rather than Keras layers."
 
 
 # ----------------------------------------------------------------------------- shared

@@ -9,6 +9,7 @@ the mechanism behind tf.lite.experimental.QuantizationDebugger.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -115,21 +116,34 @@ def _configure(converter, spec: TFLiteExport, qat: bool, ctx: ExportContext, res
     converter.allow_custom_ops = spec.custom_ops
 
 
-def representative_dataset(ctx: ExportContext, count: int, mode: str) -> Callable[[], Iterator[list[np.ndarray]]]:
-    """The converter's representative dataset: one-sample batches of ctx.calibration(count)."""
+def representative_dataset(ctx: ExportContext, count: int, mode: str) -> Callable[[], Iterator[Any]]:
+    """The converter's representative dataset: one-sample batches of ctx.calibration(count); for several inputs,
+    {signature input name: sample} dicts, which the converter matches to the signature's inputs by name."""
+    from converter.data.dataset import count as samples_in
+
     if ctx.calibration is None:
         raise ConversionError(f"quantization '{mode}' needs calibration data: add data.calibration")
-    samples = np.asarray(ctx.calibration(count))
-    if samples.dtype == np.float64:
-        samples = samples.astype(np.float32)
-    if len(samples) == 0:
+    samples = ctx.calibration(count)
+    if isinstance(samples, dict):
+        samples = {name: _float32(array) for name, array in samples.items()}
+    else:
+        samples = _float32(samples)
+    if samples_in(samples) == 0:
         raise ConversionError(f"quantization '{mode}': the calibration data is empty")
 
-    def generate() -> Iterator[list[np.ndarray]]:
-        for sample in samples:
-            yield [sample[None]]
+    def generate() -> Iterator[Any]:
+        for index in range(samples_in(samples)):
+            if isinstance(samples, dict):
+                yield {name: array[index:index + 1] for name, array in samples.items()}
+            else:
+                yield [samples[index:index + 1]]
 
     return generate
+
+
+def _float32(array) -> np.ndarray:
+    array = np.asarray(array)
+    return array.astype(np.float32) if array.dtype == np.float64 else array
 
 
 def _convert_selectively(converter, spec: TFLiteExport) -> bytes:
@@ -177,20 +191,44 @@ def _check_denylist(calibrated: bytes, ops: list[str], nodes: list[str]) -> None
 def _conversion_error(error: Exception, spec: TFLiteExport) -> ConversionError:
     text = str(error)
     missing = tflite_missing_ops(text)
+    causes = converter_causes(text)
+    if _TENSOR_LIST in text and not spec.select_tf_ops:
+        return ConversionError(
+            "TFLite cannot lower this model's TensorList ops (recurrent layers such as LSTM or GRU whose sizes are "
+            f"not static{': ' + causes if causes else ''}): set select_tf_ops: true on export '{spec.name}' to keep "
+            "them as TensorFlow ops (LiteRT then needs the Flex delegate), or fix the sequence length with "
+            "model.input_shape")
     if missing.select and not spec.select_tf_ops:
         return ConversionError(f"TFLite has no builtin kernel for {', '.join(missing.select)}: set select_tf_ops: true "
-                               "to use TF Select (the runtime then needs the Flex delegate)")
+                               f"on export '{spec.name}' to use TF Select (the runtime then needs the Flex delegate)")
     if missing.custom and not spec.custom_ops:
         return ConversionError(f"neither TFLite nor TF Select has a kernel for {', '.join(missing.custom)}: "
                                "set custom_ops: true and provide the kernels to the runtime")
     if missing:
-        return ConversionError(f"TFLite conversion failed on {', '.join(missing.select + missing.custom)}: {_first_line(error)}")
-    return ConversionError(f"TFLite conversion ({spec.quantization}) failed: {_first_line(error)}")
+        return ConversionError(f"TFLite conversion failed on {', '.join(missing.select + missing.custom)}: "
+                               f"{causes or _first_line(error)}")
+    return ConversionError(f"TFLite conversion ({spec.quantization}) failed: {causes or _first_line(error)}")
+
+
+_TENSOR_LIST = "Lowering tensor list ops is failed"
+_MLIR_ERROR = re.compile(r"error: (.+)$", re.MULTILINE)
+
+
+def converter_causes(text: str, limit: int = 1500) -> str:
+    """The converter's own error lines ('loc(...): error: <cause>'), without their location traces, each once:
+    the cause is at the end of a long trace, which the first 300 characters of the message never reach."""
+    found: list[str] = []
+    for match in _MLIR_ERROR.finditer(text):
+        cause = " ".join(match.group(1).split())
+        if cause not in found:
+            found.append(cause)
+    joined = "; ".join(found)
+    return joined if len(joined) <= limit else joined[:limit] + " ..."
 
 
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__
+    return lines[0][:500] if lines else type(error).__name__
 
 
 def _tf_dtype(name: str):

@@ -49,6 +49,14 @@ class ModelSpec(Strict):
     signature: str = Field("serving_default", description="SavedModel signature to load.")
     trust_model_code: bool = Field(False, description="Allow loading models that carry Python code (Keras Lambda layers).")
     seed: int = Field(0, description="Seed of the random initial weights of an 'application' built with weights: none.")
+    input_shape: Optional[Union[list[int], dict[str, list[int]]]] = Field(
+        None, description="Fix the input shape (without the batch dimension) of a model whose inputs leave dimensions "
+        "open, e.g. [224, 224, 3]; {input name: shape} for several inputs. The model is re-traced with that shape "
+        "before anything else, so conversion, synthetic data and timing all use it.")
+    custom_objects: Optional[ExistingPath] = Field(
+        None, description="A Python file defining the model's custom layers and functions (its CUSTOM_OBJECTS dict, "
+        "else every public class and function in it), given to Keras when the model loads. Runs code: needs "
+        "trust_model_code: true.")
 
     @field_validator("weights")
     @classmethod
@@ -71,6 +79,15 @@ class ModelSpec(Strict):
             raise PydanticCustomError("model_source", "give exactly one of 'path' or 'application'", {})
         if self.path is not None and (self.args or self.weights != "none" or "seed" in self.model_fields_set):
             raise PydanticCustomError("model_source", "'args', 'weights' and 'seed' apply to 'application' only", {})
+        if self.custom_objects is not None and not self.trust_model_code:
+            raise PydanticCustomError("model_source", "custom_objects runs the Python file {p}: set trust_model_code: "
+                                      "true to allow it", {"p": shown(str(self.custom_objects))})
+        if self.custom_objects is not None and self.custom_objects.suffix != ".py":
+            raise PydanticCustomError("model_source", "custom_objects must be a .py file, got {p}",
+                                      {"p": shown(self.custom_objects.name)})
+        shapes = self.input_shape.values() if isinstance(self.input_shape, dict) else [self.input_shape or []]
+        if any(d <= 0 for shape in shapes for d in shape):
+            raise PydanticCustomError("model_source", "input_shape: every dimension must be a positive integer", {})
         return self
 
 
@@ -117,6 +134,9 @@ class DatasetSpec(Strict):
     path: Optional[ExistingPath] = Field(None, description="Image folder (one sub-folder per class) or .npy/.npz file.")
     labels_path: Optional[ExistingPath] = Field(None, description="Labels .npy next to an inputs .npy.")
     x_key: str = Field("x", description="Array name of the inputs in an .npz.")
+    x_keys: Optional[dict[str, str]] = Field(
+        None, description="Models with several inputs: {model input name: array name in the .npz}. Arrays of rank 3 "
+        "or more are preprocessed as images; the others keep their values (token ids, masks, feature vectors).")
     y_key: Optional[str] = Field("y", description="Array name of the labels in an .npz (absent: no labels).")
     split: Literal["all", "train", "test"] = Field("all", description="Deterministic split of the samples.")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction held out as 'test'.")
@@ -124,6 +144,8 @@ class DatasetSpec(Strict):
     limit: Optional[int] = Field(None, gt=0, description="Keep at most this many samples (after the split).")
     shape: Optional[list[int]] = Field(None, description="Synthetic: one sample's shape, e.g. [32, 32, 3]. Default: the model's input.")
     count: int = Field(64, gt=0, description="Synthetic: number of samples.")
+    int_range: tuple[int, int] = Field((0, 10), description="Synthetic: integer inputs (token ids, masks) are drawn "
+                                       "uniformly from [low, high).")
     preprocess: Preprocess = Field(default_factory=Preprocess, description="Preprocessing applied to every sample.")
 
     @model_validator(mode="after")
@@ -136,6 +158,10 @@ class DatasetSpec(Strict):
             raise PydanticCustomError("dataset", "source 'folder' needs a folder, got the file {p}", {"p": str(self.path)})
         if self.source in ("digits", "synthetic") and self.path is not None:
             raise PydanticCustomError("dataset", "source '{s}' takes no 'path'", {"s": self.source})
+        if self.x_keys is not None and not (self.source == "arrays" and self.path is not None and self.path.suffix == ".npz"):
+            raise PydanticCustomError("dataset", "x_keys needs source 'arrays' with an .npz path", {})
+        if self.int_range[0] >= self.int_range[1]:
+            raise PydanticCustomError("dataset", "int_range [low, high) needs low < high", {})
         return self
 
 
@@ -255,6 +281,12 @@ class VerifySection(Budget):
     batch_size: int = Field(32, ge=1, description="Batch size of evaluation.")
     limit: Optional[int] = Field(None, gt=0, description="Evaluate on at most this many samples.")
     enabled: bool = Field(True, description="Evaluate every artifact on the eval data.")
+    primary_output: Optional[str] = Field(
+        None, description="Models with several outputs: the output whose metrics head the report and that the labels "
+        "belong to; default the first output by name. Every output is checked either way.")
+    backend_limits: dict[Backend, Optional[int]] = Field(
+        default_factory=dict, description="Evaluation samples per backend, overriding the backend's own cap (slow "
+        "backends such as tfjs-cpu evaluate a subset by default; null removes the cap).")
     within_noise: Literal["point", "pass", "fail"] = Field(
         "point", description="A top-1 drop or agreement whose 95 % interval straddles its budget is within noise: "
         "'point' judges the measured value, 'pass' or 'fail' decide it either way (the report says which, and how "

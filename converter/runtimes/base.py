@@ -24,13 +24,17 @@ class TensorInfo:
 class Runtime(abc.ABC):
     """One runtime executing one artifact.
 
-    `run` takes the model inputs as float32 (or the dataset's dtype) NumPy arrays with a batch
-    dimension, in the model's input order, and returns the outputs as float32 NumPy arrays in a
-    stable order (the first output is the one metrics use). Quantized integer inputs/outputs are
-    quantized/dequantized by the adapter with the model's own scale and zero point.
+    `run` takes the model inputs as NumPy arrays with a batch dimension, in `input_names` order, and
+    returns the outputs as float32 NumPy arrays in `output_names` order. After `load`, both lists name
+    the inputs and outputs as the source SavedModel signature does (its keys), wherever the artifact
+    lets the adapter tell; a name it cannot tell is the artifact's own. Callers match outputs by
+    these names, never by position. Quantized integer inputs/outputs are quantized/dequantized by
+    the adapter with the model's own scale and zero point.
     """
 
     backend: str = ""  # 'tf', 'tflite', 'onnxruntime', 'tfjs-cpu', 'tfjs-wasm'
+    input_names: list[str] = []  # set by load(): run()'s input order
+    output_names: list[str] = []  # set by load(): run()'s output order
 
     def __init__(self, path: Path, threads: int | None = None, fmt: str = ""):
         self.path = Path(path)  # the artifact folder

@@ -161,10 +161,12 @@ class BrowserRuntime(tfjs.TfjsRuntime):
             text = str(err)
             if text.startswith(_UNAVAILABLE):
                 raise BackendUnavailable(f"{self.backend} is not available here: {text[len(_UNAVAILABLE):]}") from None
-            raise ConversionError(f"{self.path}: TF.js ({self.backend}) cannot load the {self.model_type} model: {text}") from None
+            raise ConversionError(f"{self.path}: TF.js ({self.backend}) cannot load the {self.model_type} model: "
+                                  f"{tfjs.explain_load_error(text, self.model_type)}") from None
         except BaseException:
             self.close()
             raise
+        self._name_io()
 
     def close(self) -> None:
         """Quit the driver (which closes Chromium and the page server), then remove the profile folder."""

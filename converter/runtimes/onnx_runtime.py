@@ -1,12 +1,13 @@
 """Runs an .onnx artifact in onnxruntime on the CPU execution provider."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 
 from converter.errors import ConversionError
-from converter.exports.onnx import NCHW_METADATA
+from converter.exports.onnx import IO_NAMES_METADATA, NCHW_METADATA
 from converter.runtimes.base import Runtime, TensorInfo
 
 FILENAME = "model.onnx"
@@ -35,8 +36,12 @@ class OnnxRuntime(Runtime):
             raise ConversionError(f"onnxruntime cannot load {model}: {' '.join(str(error).split())[:300]}") from None
         self._inputs = self._session.get_inputs()
         self._outputs = [o.name for o in self._session.get_outputs()]
-        marked = self._session.get_modelmeta().custom_metadata_map.get(NCHW_METADATA, "")
-        self._nchw = {name for name in marked.split(",") if name}
+        metadata = self._session.get_modelmeta().custom_metadata_map
+        self._nchw = {name for name in metadata.get(NCHW_METADATA, "").split(",") if name}
+        # tf2onnx names inputs and outputs by the signature's keys; ones the recipe renamed are mapped back
+        renamed = json.loads(metadata.get(IO_NAMES_METADATA, "{}") or "{}")
+        self.input_names = [renamed.get(i.name, i.name) for i in self._inputs]
+        self.output_names = [renamed.get(name, name) for name in self._outputs]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run one batch; outputs as float32 in the session's output order."""

@@ -38,6 +38,8 @@ class TFRuntime(Runtime):
         specs = self._fn.structured_input_signature[1]
         self._inputs = [(name, specs[name].dtype) for name in sorted(specs)]
         self._outputs = sorted(self._fn.structured_outputs)
+        self.input_names = [name for name, _ in self._inputs]
+        self.output_names = list(self._outputs)
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         from converter.tf_env import tf

@@ -143,6 +143,19 @@ def _producers_first(tensors: list[TensorInfo]) -> list[TensorInfo]:
     return order
 
 
+def _tensor(name: str) -> str:
+    """'Identity:0' and 'Identity' name the same tensor."""
+    return name[:-2] if name.endswith(":0") else name
+
+
+def explain_load_error(message: str, model_type: str) -> str:
+    """TF.js's own message, with what to change where the cause is known (docs/troubleshooting.md)."""
+    from converter.exports.tfjs import layers_load_hint
+
+    hint = layers_load_hint(message) if model_type == "layers" else ""
+    return f"{message}{hint}"
+
+
 class _RunnerError(Exception):
     """The runner answered {error: message}."""
 
@@ -186,7 +199,36 @@ class TfjsRuntime(Runtime):
             self._version = self._call({"cmd": "describe"})[0]["tfjs_version"]
         except _RunnerError as err:
             self.close()
-            raise ConversionError(f"{self.path}: TF.js ({self.backend}) cannot load the {self.model_type} model: {err}") from None
+            raise ConversionError(f"{self.path}: TF.js ({self.backend}) cannot load the {self.model_type} model: "
+                                  f"{explain_load_error(str(err), self.model_type)}") from None
+        self._name_io()
+
+    def _name_io(self) -> None:
+        """input_names/output_names in the runner's order, as the SavedModel signature names them: a graph model's
+        model.json maps each signature key to its tensor; a layers model's inputs and outputs are its input and
+        output layers, which name the signature's keys."""
+        inputs = [i["name"] for i in self.info.get("model_inputs", [])]
+        outputs = [o["name"] for o in self.info.get("model_outputs", [])]
+        try:
+            model_json = json.loads((self.path / "model.json").read_text())
+        except (OSError, ValueError):
+            model_json = {}
+        if self.model_type == "graph":
+            signature = model_json.get("signature") or {}
+
+            def keys(part: str) -> dict[str, str]:
+                return {_tensor(v.get("name", k)): k for k, v in (signature.get(part) or {}).items()}
+
+            by_input, by_output = keys("inputs"), keys("outputs")
+            self.input_names = [by_input.get(_tensor(n), n) for n in inputs]
+            self.output_names = [by_output.get(_tensor(n), n) for n in outputs]
+            return
+        config = (model_json.get("modelTopology") or {}).get("model_config", {}).get("config", {})
+        if isinstance(config, dict) and config.get("input_layers") and config.get("output_layers"):
+            self.input_names = [layer[0] for layer in config["input_layers"]]
+            self.output_names = [layer[0] for layer in config["output_layers"]]
+        else:  # a Sequential model: one input and one output
+            self.input_names, self.output_names = inputs, outputs
 
     def close(self) -> None:
         """Ask the runner to quit; kill it if it does not."""

@@ -37,30 +37,57 @@ class TFLiteRuntime(Runtime):
 
         model = self.path / FILENAME if self.path.is_dir() else self.path
         self._threads = self.threads or os.cpu_count() or 1
+        self._flex = False
         try:
             self._interpreter = Interpreter(model_path=str(model), num_threads=self._threads,
                                             experimental_op_resolver_type=OpResolverType.AUTO)
             before = self._delegate_nodes()  # the Flex delegate, if any, is applied at construction
             self._interpreter.allocate_tensors()  # the default XNNPACK delegate is applied here
         except (ValueError, RuntimeError) as error:
-            raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}") from None
-        self._inputs = self._interpreter.get_input_details()
-        self._outputs = self._output_order(self._interpreter.get_output_details())
+            if not _needs_flex(error):
+                raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}") from None
+            before = self._load_with_flex(model, error)
+        self._name_io()
+        self._flex_ops = sum(op["op_name"].startswith("Flex") for op in self._interpreter._get_ops_details())
         self._shapes = [tuple(d["shape"]) for d in self._inputs]
         self._xnnpack_partitions = self._delegate_nodes() - before
+
+    def _load_with_flex(self, model, error: Exception) -> int:
+        """The model has TF Select ops, for which ai-edge-litert has no kernels: run it in the same TFLite interpreter
+        as TensorFlow's pip package builds it, which links the Flex delegate in."""
+        try:
+            from tensorflow.lite.python.interpreter import Interpreter, OpResolverType
+
+            self._interpreter = Interpreter(model_path=str(model), num_threads=self._threads,
+                                            experimental_op_resolver_type=OpResolverType.AUTO)
+            before = self._delegate_nodes()
+            self._interpreter.allocate_tensors()
+        except (ImportError, ValueError, RuntimeError) as flex_error:
+            raise ConversionError(f"LiteRT cannot load {model}: {_reason(error)}; TensorFlow's interpreter with the "
+                                  f"Flex delegate could not either: {' '.join(str(flex_error).split())[:300]}") from None
+        self._flex = True
+        return before
 
     def _delegate_nodes(self) -> int:
         return sum(op["op_name"] == _DELEGATE for op in self._interpreter._get_ops_details())
 
-    def _output_order(self, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Output details in signature output-name order (the order the TF reference uses)."""
+    def _name_io(self) -> None:
+        """Inputs and outputs by the signature's names (the SavedModel's keys), in name order as the TF reference
+        has them; a model without exactly one signature keeps the interpreter's order and tensor names."""
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         signatures = self._interpreter.get_signature_list()
         if len(signatures) != 1:
-            return outputs
+            self._inputs, self._outputs = inputs, outputs
+            self.input_names = [d["name"] for d in inputs]
+            self.output_names = [d["name"] for d in outputs]
+            return
         runner = self._interpreter.get_signature_runner(next(iter(signatures)))
-        by_index = {d["index"]: d for d in outputs}
-        named = runner.get_output_details()
-        return [by_index[named[name]["index"]] for name in sorted(named)]
+        by_index = {d["index"]: d for d in inputs + outputs}
+        named_inputs, named_outputs = runner.get_input_details(), runner.get_output_details()
+        self.input_names = sorted(named_inputs)
+        self.output_names = sorted(named_outputs)
+        self._inputs = [by_index[named_inputs[name]["index"]] for name in self.input_names]
+        self._outputs = [by_index[named_outputs[name]["index"]] for name in self.output_names]
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Run one batch; integer input tensors get quantized inputs, integer outputs come back dequantized."""
@@ -72,7 +99,7 @@ class TFLiteRuntime(Runtime):
             for detail, shape in zip(self._inputs, shapes):
                 interpreter.resize_tensor_input(detail["index"], list(shape))
             interpreter.allocate_tensors()
-            self._inputs = interpreter.get_input_details()
+            self._name_io()
             self._shapes = shapes
         for detail, values in zip(self._inputs, inputs):
             interpreter.set_tensor(detail["index"], _to_input(values, detail))
@@ -83,9 +110,14 @@ class TFLiteRuntime(Runtime):
         """Backend, LiteRT version and the settings in force (threads, whether XNNPACK took the graph)."""
         from importlib.metadata import version
 
-        return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"),
-                "settings": {"num_threads": self._threads, "xnnpack": self._xnnpack_partitions > 0,
-                             "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}}
+        settings = {"num_threads": self._threads, "xnnpack": self._xnnpack_partitions > 0,
+                    "xnnpack_partitions": self._xnnpack_partitions, "op_resolver": "AUTO"}
+        if self._flex_ops:  # TF Select ops ran: LiteRT found the Flex delegate (TensorFlow loaded in this process)
+            settings.update(flex_ops=self._flex_ops, flex_delegate=True)
+        if self._flex:  # or TensorFlow's build of the same interpreter, which links the Flex delegate in
+            return {"backend": self.backend, "runtime": "tensorflow.lite+flex", "version": version("tensorflow"),
+                    "settings": settings}
+        return {"backend": self.backend, "runtime": "litert", "version": version("ai-edge-litert"), "settings": settings}
 
     def close(self) -> None:
         self._interpreter = None
@@ -156,6 +188,11 @@ def _to_float(values: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     if np.dtype(detail["dtype"]).kind in "iu" and scale:
         return dequantize(values, scale, zero_point)
     return np.asarray(values, dtype=np.float32).copy()
+
+
+def _needs_flex(error: Exception) -> bool:
+    text = str(error)
+    return "Flex" in text or "Select TensorFlow op" in text
 
 
 def _reason(error: Exception) -> str:

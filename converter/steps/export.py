@@ -21,10 +21,12 @@ def spec_of(ctx: StepContext):
 
 def calibration_samples(entry):
     """calibration(n): a seeded, order-kept subset of n samples of the calibration data."""
-    def calibration(n: int) -> np.ndarray:
+    def calibration(n: int):
+        from converter.data.dataset import rows
+
         data = load(entry)
         order = np.random.default_rng(0).permutation(len(data))[:n]
-        return data.x[np.sort(order)]
+        return rows(data.x, np.sort(order))  # one array, or {input name: array} for several inputs
 
     return calibration
 

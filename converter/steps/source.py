@@ -16,6 +16,8 @@ def spec_of(ctx: StepContext) -> ModelSpec:
     if "model" in ctx.step.context:  # a file or folder: the application-only keys were left at their defaults
         values = {k: v for k, v in values.items() if k not in ("application", "args", "weights", "seed")}
         values["path"] = ctx.step.context["model"]
+    if "custom_objects" in ctx.step.context:
+        values["custom_objects"] = ctx.step.context["custom_objects"]
     return ModelSpec.model_validate(values)
 
 
