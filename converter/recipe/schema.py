@@ -293,8 +293,9 @@ class TfjsSearchSpace(Strict):
         description="Weight dtypes from the most compressed to the widest: the search starts with every weight at the "
         "first and reverts the most sensitive weights to the next one that holds the budget.")
     ranking: Literal["quantization_error", "range"] = Field(
-        "quantization_error", description="Sensitivity ranking of the weights: 'quantization_error' (relative RMS error "
-        "of the weight at the first dtype) or 'range' (its range over its RMS: outliers first).")
+        "quantization_error", description="Sensitivity ranking of the weights, computed on the weights alone: "
+        "'quantization_error' (RMS error of the weight stored at the first dtype, over its median magnitude) or 'range' "
+        "(its range over its median magnitude: outliers first).")
 
     @field_validator("dtypes")
     @classmethod
@@ -305,14 +306,16 @@ class TfjsSearchSpace(Strict):
 
 
 class Search(Strict):
-    """Find the smallest artifact of this export within a budget: candidates are real artifacts scored in their own
-    runtime on the search part of data.eval; the chosen one is then verified on the held-out part."""
+    """Find the smallest artifact of this export that holds a budget, instead of fixed quantization settings.
+
+    Candidates are real artifacts scored in their own runtime on the search part of data.eval; the chosen one is
+    then verified on the held-out part, which the search never saw, and that is the export's verdict."""
 
     objective: Literal["size", "gzip_size", "latency"] = Field(
-        "size", description="What to minimise: artifact bytes, gzip bytes, or latency on `backend`.")
+        "size", description="What to minimise: artifact bytes or gzip bytes ('latency' is refused: not searched yet).")
     budget: Budget = Field(default_factory=lambda: Budget(max_top1_drop=0.01),
                            description="What every candidate must hold on the search part, and the chosen one on the "
-                           "held-out part (on top of verify and the export's verify:).")
+                           "held-out part; default {max_top1_drop: 0.01}, applied on top of verify and the export's verify:.")
     max_trials: int = Field(20, ge=1, le=1000, description="Candidates evaluated at most (cached ones count too).")
     holdout: float = Field(0.5, gt=0, lt=1, description="Share of data.eval held out: never seen by the search, used for the verdict.")
     seed: int = Field(0, description="Seed of the search/held-out split.")
