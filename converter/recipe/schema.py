@@ -292,10 +292,11 @@ class TfjsSearchSpace(Strict):
         list(TFJS_DTYPES), min_length=2,
         description="Weight dtypes from the most compressed to the widest: the search starts with every weight at the "
         "first and reverts the most sensitive weights to the next one that holds the budget.")
-    ranking: Literal["quantization_error", "range"] = Field(
-        "quantization_error", description="Sensitivity ranking of the weights, computed on the weights alone: "
-        "'quantization_error' (RMS error of the weight stored at the first dtype, over its median magnitude) or 'range' "
-        "(its range over its median magnitude: outliers first).")
+    ranking: Literal["error_per_byte", "quantization_error", "range"] = Field(
+        "error_per_byte", description="Order in which weights are reverted, computed on the weights alone: "
+        "'quantization_error' (RMS error of the weight stored at the first dtype, over its median magnitude), "
+        "'error_per_byte' (that error squared per element: the most error removed per byte first) or 'range' "
+        "(range over median magnitude: outliers first).")
 
     @field_validator("dtypes")
     @classmethod
@@ -319,6 +320,10 @@ class Search(Strict):
     max_trials: int = Field(20, ge=1, le=1000, description="Candidates evaluated at most (cached ones count too).")
     holdout: float = Field(0.5, gt=0, lt=1, description="Share of data.eval held out: never seen by the search, used for the verdict.")
     seed: int = Field(0, description="Seed of the search/held-out split.")
+    within_noise: Literal["fail", "point"] = Field(
+        "fail", description="A candidate whose drop or agreement is within noise of the budget on the search part "
+        "(its 95 % interval straddles it): 'fail' rejects it (the search picks the best of many candidates, so one "
+        "that passes by luck would fail on the held-out part), 'point' judges the measured value.")
     backend: Optional[Backend] = Field(None, description="Backend that scores the candidates; default tfjs-wasm for TF.js.")
     space: TfjsSearchSpace = Field(default_factory=TfjsSearchSpace, description="The choices per weight.")
 

@@ -9,7 +9,8 @@ import yaml
 
 from converter.reporting.text import fmt
 
-TRIAL_HEADER = ["#", "phase", "weights per dtype", "size", "of float", "top-1 drop (pts)", "verdict", "frontier", "cached"]
+TRIAL_HEADER = ["#", "phase", "weights per dtype", "size", "of float", "weight bytes of float", "top-1 drop (pts)",
+                "verdict", "frontier", "cached"]
 WEIGHT_HEADER = ["weight", "dtype", "elements", "sensitivity"]
 
 
@@ -38,6 +39,7 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
             verdict += " (chosen)"
         rows.append([str(index), trial.get("phase", ""), dtypes, fmt(trial.get("size_bytes"), "bytes"),
                      f"{trial['size_ratio']:.3f}" if trial.get("size_ratio") is not None else "",
+                     f"{trial['weight_ratio']:.3f}" if trial.get("weight_ratio") is not None else "",
                      fmt(trial.get("top1_drop"), "pts"), verdict, "yes" if index in frontier else "",
                      "yes" if trial.get("cached") else ""])
     chosen = trials[search["chosen_trial"] - 1]
@@ -51,7 +53,8 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
         f"weights ranked by {search.get('ranking')}.",
         f"Stopped: {search.get('stop_reason')}.",
         f"Chosen: trial {search.get('chosen_trial')}, {fmt(chosen.get('size_bytes'), 'bytes')} "
-        f"({chosen.get('size_ratio', 0):.3f} of the float TF.js artifact), top-1 drop "
+        f"({chosen.get('size_ratio', 0):.3f} of the float TF.js artifact; weights "
+        f"{chosen.get('weight_ratio') or 0:.3f} of the float weights), top-1 drop "
         f"{fmt(chosen.get('top1_drop'), 'pts')} pts on the search part.",
         f"Held-out part ({reference.get('samples', '?')} samples the search never saw; the verdict): "
         f"{held_text or 'not evaluated'}.",

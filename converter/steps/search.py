@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import shutil
 import time
+
+import numpy as np
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
     float_outcome = runner.export(None)
     weights = tfjs_space.read_weights(float_outcome.entry.path / "artifact")
     float_bytes = float_outcome.record["size_bytes"]
+    runner.float_weight_bytes = float_outcome.record.get("details", {}).get("weight_bytes") or float_bytes
     scored = tfjs_space.rank(weights, floor_dtype, search.space.ranking)
     scores = dict(scored)
     elements = {w.name: w.elements for w in weights}
@@ -70,7 +73,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
             "max_trials": search.max_trials, "ranking": search.space.ranking, "dtypes": list(search.space.dtypes),
             "holdout": search.holdout, "seed": search.seed,
             "search_samples": ctx.parents["data"].record.get("samples"),
-            "float_size_bytes": float_bytes, "float_export_id": float_outcome.step.id,
+            "float_size_bytes": float_bytes, "float_weight_bytes": runner.float_weight_bytes,
+            "float_export_id": float_outcome.step.id,
             "trials": trials, "stop_reason": outcome.stop_reason, "chosen_trial": chosen.index,
             "chosen_passed": chosen.passed,
             "search_metrics": chosen.record.get("metrics", {}),
@@ -90,6 +94,9 @@ class _Candidates:
 
         self.ctx, self.name, self.budget = ctx, name, budget
         self.store = ctx.store or Store(ctx.out.parent)
+        self.count = 0  # candidates tried so far
+        self.within_noise = ctx.config["search"].get("within_noise", "fail")
+        self.float_weight_bytes = 1
         self.export_parents = {role: ctx.step.parents[role] for role in ("model", "class_names") if role in ctx.step.parents}
 
     def export(self, quantize: dict[str, list[str]] | None):
@@ -103,7 +110,8 @@ class _Candidates:
         step = Step("export", f"export {self.name} (search candidate)", export_config(spec), self.export_parents, {},
                     _versions(*formats.FORMATS[spec.format].tools), {"name": self.name})
         parents = {role: self.ctx.parents[role] for role in self.export_parents}
-        outcome = materialize(step, self.store, parents, self.ctx.recompute, self.ctx.log)
+        quiet = (lambda message: None if message.startswith(f"export {self.name}:") else self.ctx.log(message))
+        outcome = materialize(step, self.store, parents, self.ctx.recompute, quiet)
         if outcome.error is not None and quantize is None:
             raise StepFailed(f"{self.name}: {outcome.error}")
         return outcome
@@ -126,6 +134,7 @@ class _Candidates:
         from converter.search import tfjs_space
         from converter.search.strategy import Trial
 
+        self.count += 1
         quantize = tfjs_space.to_quantize(assignment)
         made = self.export(quantize)
         record: dict[str, Any] = {"phase": phase, "dtypes": tfjs_space.summary(assignment), "quantize": quantize}
@@ -134,20 +143,24 @@ class _Candidates:
             return Trial(0, phase, assignment, False, None, record)
         fmt = self.ctx.config["export"]["format"]
         scored = self.score(made.entry, fmt)
+        weight_bytes = made.record.get("details", {}).get("weight_bytes")
         record.update(size_bytes=made.record["size_bytes"], gzip_bytes=made.record["gzip_bytes"],
                       size_ratio=round(made.record["size_bytes"] / float_bytes, 4), export_id=made.step.id,
+                      weight_ratio=round(weight_bytes / self.float_weight_bytes, 4) if weight_bytes else None,
                       cached=made.cached and scored.cached, _entry=str(made.entry.path),
                       _details=made.record.get("details", {}), _notes=made.record.get("notes", []))
         if not scored.ok:
             record.update(verdict="error", reasons=[scored.error])
             return Trial(0, phase, assignment, False, None, record)
         metrics = scored.record["metrics"]
-        found = failures(metrics, self.budget, self.name, self.ctx.config["backend"], "point")
-        record.update(metrics={k: metrics[k] for k in ("top1", "top1_drop", "top1_agreement", "cosine") if k in metrics},
+        found = failures(metrics, self.budget, self.name, self.ctx.config["backend"], self.within_noise)
+        record.update(metrics={k: metrics[k] for k in ("top1", "top1_drop", "top1_drop_ci", "top1_agreement",
+                                                        "top1_agreement_ci", "cosine") if k in metrics},
                       top1_drop=metrics.get("top1_drop"), verdict="passed" if not found else "failed",
                       reasons=[str(f) for f in found])
         value = made.record["gzip_bytes"] if objective == "gzip_size" else made.record["size_bytes"]
-        self.ctx.log(f"search {self.name}: {phase} {tfjs_space.summary(assignment)}: {record['size_ratio']:.3f} of float, "
+        self.ctx.log(f"search {self.name}: trial {self.count} {phase} {tfjs_space.summary(assignment)}: "
+                     f"{record['size_ratio']:.3f} of float, "
                      f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
         return Trial(0, phase, assignment, not found, value, record)
 
@@ -177,5 +190,10 @@ def score(ctx: StepContext) -> dict[str, Any]:
         raise StepFailed(f"candidate fails in {config['backend']}: {error}") from None
     finally:
         runtime.close()
-    return {"samples": int(len(output)), "runtime": described,
-            "metrics": metrics.compare(output, reference, data.y, metrics.label_metrics(reference, data.y))}
+    measured = metrics.compare(output, reference, data.y, metrics.label_metrics(reference, data.y))
+    if metrics.is_classifier(output, data.y) and data.y is not None:  # intervals, for search.within_noise
+        from converter.stats import evaluation_stats
+
+        top1, top1_reference = np.argmax(output, axis=1), np.argmax(reference, axis=1)
+        measured.update(evaluation_stats(top1_reference == data.y, top1 == data.y, top1 == top1_reference))
+    return {"samples": int(len(output)), "runtime": described, "metrics": measured}
