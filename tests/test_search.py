@@ -180,7 +180,8 @@ def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(o
     assert evaluation["status"] == "passed" and report.passed
     # the published artifact is the chosen map, and the report shows the log and the pasteable map
     manifest = json.loads((tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").read_text())["weightsManifest"]
-    dtypes = {w["name"]: w.get("quantization", {}).get("dtype") for g in manifest for w in g["weights"]}
+    dtypes = {w["name"]: w.get("quantization", {}).get("dtype") for g in manifest for w in g["weights"]
+              if w["dtype"] == "float32"}
     assert dtypes[OUTLIER] == "uint16" and {d for n, d in dtypes.items() if n != OUTLIER} == {"uint8"}
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "## Search: tfjs-search" in markdown and f"  - {OUTLIER}" in markdown and "(chosen)" in markdown
@@ -200,3 +201,13 @@ def test_a_search_cut_short_still_yields_its_best_valid_candidate(outlier_model,
     assert search["stop_reason"] == "max_trials (1) reached" and len(search["trials"]) == 1
     assert search["quantize"] == {"uint16": ["*"]} and search["chosen_passed"]
     assert report.passed
+
+
+def test_a_search_whose_backend_cannot_run_fails_that_export_with_the_reason(outlier_model, tmp_path, monkeypatch):
+    from converter import api
+
+    monkeypatch.setenv("CONVERT_NODE_MODULES", str(tmp_path))  # no TF.js packages there
+    report = api.run(recipe(outlier_model), out=tmp_path / "run")
+    artifact = report.artifact("tfjs-search")
+    assert not report.passed and "the search scores candidates on tfjs-wasm, which cannot run here" in artifact["error"]
+    assert (tmp_path / "run" / "report.md").is_file()

@@ -32,8 +32,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from converter.search import tfjs_space
     from converter.search.strategy import RevertSearch
 
+    from converter import backends
+
     started = time.perf_counter()
     name = ctx.step.context.get("name", "search")
+    why = backends.unavailable(ctx.config["backend"])
+    if why is not None:
+        raise StepFailed(f"{name}: the search scores candidates on {ctx.config['backend']}, which cannot run here: {why}")
     search = Search.model_validate(ctx.config["search"])
     budget = Budget(**ctx.config["budget"])
     runner = _Candidates(ctx, name, budget)
@@ -56,9 +61,11 @@ def run(ctx: StepContext) -> dict[str, Any]:
     chosen = outcome.best
     notes = []
     if chosen is None:
-        if not outcome.trials:
-            raise StepFailed(f"{name}: search: no candidate was evaluated ({outcome.stop_reason})")
-        chosen = min(outcome.trials, key=lambda t: (t.record.get("top1_drop") is None, t.record.get("top1_drop") or 0))
+        built = [t for t in outcome.trials if "_entry" in t.record]
+        if not built:
+            reasons = "; ".join(r for t in outcome.trials for r in t.record.get("reasons", []))
+            raise StepFailed(f"{name}: search: no candidate could be built and scored ({outcome.stop_reason}): {reasons}")
+        chosen = min(built, key=lambda t: (t.record.get("top1_drop") is None, t.record.get("top1_drop") or 0))
         notes.append(f"no candidate held the budget on the search part ({outcome.stop_reason}): trial {chosen.index}, "
                      "the one with the smallest drop, is kept and checked on the held-out part")
     shutil.copytree(Path(chosen.record["_entry"]) / "artifact", ctx.out / "artifact")
