@@ -138,4 +138,4 @@ def summary(assignment: dict[str, str]) -> dict[str, int]:
 def describe(weights: list[Weight], assignment: dict[str, str], scores: dict[str, float]) -> list[dict[str, Any]]:
     """The per-weight map: name, dtype, elements, sensitivity score, in manifest order."""
     return [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
-             "sensitivity": round(scores.get(w.name, 0.0), 6)} for w in weights]
+             "sensitivity": float(f"{scores.get(w.name, 0.0):.4g}")} for w in weights]
