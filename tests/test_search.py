@@ -211,3 +211,20 @@ def test_a_search_whose_backend_cannot_run_fails_that_export_with_the_reason(out
     artifact = report.artifact("tfjs-search")
     assert not report.passed and "the search scores candidates on tfjs-wasm, which cannot run here" in artifact["error"]
     assert (tmp_path / "run" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_real_model_search_recipe_runs_shortened(tmp_path):
+    from conftest import ROOT, SHARED
+
+    if not (SHARED / "models" / "mobilenet_2_5_128_tf.h5").is_file():
+        pytest.skip("../shared (the real MobileNet and photos) is not beside the project")
+    result = run_cli("run", "recipes/mobilenet-imagenet-search.yaml", "--out", str(tmp_path / "run"), "--no-benchmark",
+                     "--set", "verify.limit=200", "--set", "exports.4.search.max_trials=4", cwd=ROOT)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    artifact = next(a for a in report["artifacts"] if a["name"] == "tfjs-search")
+    search = artifact["details"]["search"]
+    assert len(search["trials"]) <= 4 and search["search_samples"] == 100
+    assert all(e["per_sample"]["n"] == 100 for e in artifact["evaluations"])
+    assert (tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").is_file()
