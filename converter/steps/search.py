@@ -27,12 +27,11 @@ from converter.store import Entry
 
 
 def run(ctx: StepContext) -> dict[str, Any]:
+    from converter import backends
     from converter.artifact_files import describe_files
     from converter.recipe.schema import Budget, Search
     from converter.search import tfjs_space
     from converter.search.strategy import RevertSearch
-
-    from converter import backends
 
     started = time.perf_counter()
     name = ctx.step.context.get("name", "search")
