@@ -228,3 +228,21 @@ def test_the_real_model_search_recipe_runs_shortened(tmp_path):
     assert len(search["trials"]) <= 4 and search["search_samples"] == 100
     assert all(e["per_sample"]["n"] == 100 for e in artifact["evaluations"])
     assert (tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").is_file()
+
+
+def test_the_prune_order_does_not_depend_on_hashing():
+    """Reverts of equal saving are tried in rank order: the same search in two processes (each with its own
+    string-hash seed) tries the same candidates."""
+    import subprocess
+    import sys
+
+    script = ("from converter.search.strategy import RevertSearch, Trial\n"
+              "items = [f'w{i}' for i in range(16)]\n"
+              "def evaluate(a, phase):\n"
+              "    reverted = {i for i, l in a.items() if l != 'uint8'}\n"
+              "    return Trial(0, phase, a, {'w0', 'w7'} <= reverted, len(reverted))\n"
+              "out = RevertSearch(items, ['uint8', 'uint16'], evaluate, 40, saving=lambda i: 1).run()\n"
+              "print([sorted(i for i, l in t.assignment.items() if l != 'uint8') for t in out.trials])\n")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1

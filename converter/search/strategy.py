@@ -88,7 +88,8 @@ class RevertSearch:
             else:
                 low = middle
         reverted = set(everything[:high])
-        for item in sorted(reverted, key=lambda i: -self.saving(i)):
+        order = {item: index for index, item in enumerate(self.ranked)}  # ties: rank order, never set order
+        for item in sorted(reverted, key=lambda i: (-self.saving(i), order[i])):
             if len(reverted) == 1:
                 break  # without it: the floor, which failed
             if self.trial(reverted - {item}, wide, "prune").passed:
