@@ -40,14 +40,16 @@ def assemble(loaded: LoadedRecipe, plan: Plan, outcomes: dict[str, Outcome], sec
     return result
 
 
-def _reference(plan: Plan, outcomes: dict[str, Outcome]) -> Reference:
+def _reference(plan: Plan, outcomes: dict[str, Outcome], step=None) -> Reference:
+    """The reference on the eval data, or on the samples of `step` (an outputs step: a searched export's held-out
+    part, so that its drop compares the same samples)."""
     from converter.steps.data import load
     from converter.steps.outputs import outputs
 
     node = plan.recipe.main_line()
     source = outcomes.get(plan.models[node].id)
     reference = Reference(node, source.record.get("kind", "keras") if source else "keras", plan.models[node].id)
-    step = plan.reference_outputs
+    step = step or plan.reference_outputs
     if step is None or step.id not in outcomes or not outcomes[step.id].ok:
         return reference
     from converter.steps.outputs import primary
@@ -89,7 +91,10 @@ def _artifact(loaded: LoadedRecipe, plan: Plan, export: ExportPlan, outcomes: di
     record = made.record
     for key in ("files", "size_bytes", "gzip_bytes", "sha256", "seconds", "notes", "details"):
         setattr(artifact, key, record.get(key, getattr(artifact, key)))
-    budget = loaded.recipe.verify.budget().merged(spec.verify)
+    if export.reference_outputs is not None:  # searched: judged on the held-out part, against the reference there
+        reference = _reference(plan, outcomes, export.reference_outputs)
+        artifact.details.setdefault("search", {})["holdout_reference"] = reference.to_json()
+    budget = loaded.recipe.verify.budget().merged(spec.searched_budget())
     skipped = dict(export.skipped)
     for backend, step in export.checks.items():
         outcome = outcomes[step.id]
@@ -205,10 +210,12 @@ class Judge:
             return None
         if self._reference is None:
             self._reference = _reference(self.plan, self.outcomes)
+        reference = self._reference if export.reference_outputs is None else \
+            _reference(self.plan, self.outcomes, export.reference_outputs)  # searched: the held-out part's
         spec = export.spec
         artifact = Artifact(spec.name, spec.format, spec.quantization_name(), "", export.model, export.export.id, [])
-        budget = self.loaded.recipe.verify.budget().merged(spec.verify)
-        return _evaluation(artifact, outcome, budget, self._reference, self.loaded.recipe.verify.within_noise)
+        budget = self.loaded.recipe.verify.budget().merged(spec.searched_budget())
+        return _evaluation(artifact, outcome, budget, reference, self.loaded.recipe.verify.within_noise)
 
     def __call__(self, outcome: Outcome) -> Optional[str]:
         export = self._exports.get(outcome.step.id)

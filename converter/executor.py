@@ -76,7 +76,7 @@ def materialize(step: Step, store: Store, parents: dict[str, Entry], recompute: 
             log(f"warning: cache entry {step.id} ({step.label}) no longer matches its recorded hashes: recomputed")
         try:
             with store.create(step.id, step.to_json()) as (tmp, record):
-                ctx = StepContext(step, tmp, parents, log)
+                ctx = StepContext(step, tmp, parents, log, store=store, recompute=recompute)
                 record.update(function(step.kind)(ctx))
                 if not ctx.cache:
                     raise _Uncached(dict(record))

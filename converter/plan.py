@@ -2,7 +2,9 @@
 
 A step is (kind, config, parents, inputs, versions); its id is a hash of exactly those contents, never of a
 path, so two recipes that share a prefix (the same model, data and training) share its cache entries.
-Kinds: source, data, stage, outputs, export, check, latency, explain (converter/steps/ has one function per kind).
+Kinds: source, data, stage, outputs, export, check, latency, explain (converter/steps/ has one function per kind);
+a searched export (`search:`) has a `search` step in place of its `export` step, on two `split` steps of the eval
+data (converter/steps/search.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
-STEP_VERSIONS = {"source": 4, "data": 3, "stage": 3, "outputs": 3, "export": 3, "check": 4, "latency": 3, "explain": 1}
+STEP_VERSIONS = {"source": 4, "data": 3, "stage": 3, "outputs": 3, "export": 3, "check": 4, "latency": 3, "explain": 1,
+                 "split": 1, "search": 2, "score": 2}
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,13 @@ class ExportPlan:
     """The steps of one export: the artifact, its check per backend and its latency rows."""
 
     spec: ExportBase
-    export: Step
+    export: Step  # the step whose entry holds artifact/: an `export` step, or a `search` step
     model: str  # the pipeline node it exports
     checks: dict[str, Step]  # backend -> check step
     latency: list[Step]
     skipped: dict[str, str]  # backend -> why it is not run on this machine
     explains: dict[str, Step] = field(default_factory=dict)  # backend -> explain step, added on demand (explain_step)
+    reference_outputs: Optional[Step] = None  # a searched export's: the reference on the held-out part
 
 
 @dataclass
@@ -181,10 +185,15 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
                        and plan.data[r].config["spec"]["source"] in ("folder", "digits")), None)
     if spec.format.startswith("tfjs") and names_role:
         parents["class_names"] = plan.data[names_role].id
-    config = spec.model_dump(mode="json", exclude={"name", "verify", "backends", "model", "search"})
-    export = plan.add(Step("export", f"export {spec.name}", config, parents, {},
-                           _versions(*formats.FORMATS[spec.format].tools), {"name": spec.name}))
     verify = recipe.verify
+    eval_data, reference_outputs = (plan.data["eval"], plan.reference_outputs) if evaluate else (None, None)
+    searched = None
+    if spec.search is not None and evaluate:
+        export, eval_data, reference_outputs = _search_steps(plan, recipe, spec, node, parents)
+        searched = reference_outputs
+    else:  # a searched export without evaluation (--no-eval): its float export, like `quantize:` unset
+        export = plan.add(Step("export", f"export {spec.name}", export_config(spec), parents, {},
+                               _versions(*formats.FORMATS[spec.format].tools), {"name": spec.name}))
     parity_take = verify.parity_samples
     source_parity = plan.add(_outputs_step(plan, node, parity_data, parity_take, parity_take))
     checks: dict[str, Step] = {}
@@ -198,9 +207,10 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
             continue
         check_parents = {"artifact": export.id, "parity_data": parity_data.id, "source_outputs": source_parity.id}
         if evaluate:
-            check_parents.update(eval_data=plan.data["eval"].id, reference_outputs=plan.reference_outputs.id)
+            check_parents.update(eval_data=eval_data.id, reference_outputs=reference_outputs.id)
         cap = verify.backend_limits.get(backend, backend_table.BACKENDS[backend].eval_samples)
-        take = verify.limit if cap is None or (verify.limit is not None and verify.limit <= cap) else cap
+        limit = verify.limit if searched is None else None  # a searched export: all of its held-out part
+        take = limit if cap is None or (limit is not None and limit <= cap) else cap
         checks[backend] = plan.add(Step(
             "check", f"check {spec.name} on {backend}",
             {"backend": backend, "format": spec.format, "parity_samples": parity_take,
@@ -217,7 +227,38 @@ def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step
                 {"backend": backend, "format": spec.format, "threads": threads, "batch": batch,
                  "timing": schedule.timing.as_dict(), "machine": _machine_key()},
                 {"artifact": export.id, "input": parity_data.id}, {}, {**_versions(), **backend_table.versions(backend)})))
-    return ExportPlan(spec, export, node, checks, latency, skipped)
+    return ExportPlan(spec, export, node, checks, latency, skipped, reference_outputs=searched)
+
+
+def export_config(spec: ExportBase) -> dict[str, Any]:
+    """An export step's config: what shapes the artifact (a fixed export and a search candidate with the same
+    settings share their id, so each reuses what the other made)."""
+    return spec.model_dump(mode="json", exclude={"name", "verify", "backends", "model", "search"})
+
+
+def _search_steps(plan: Plan, recipe: Recipe, spec: ExportBase, node: str,
+                  export_parents: dict[str, str]) -> tuple[Step, Step, Step]:
+    """(search step, held-out data, reference on the held-out data) of a searched export.
+
+    data.eval (its first verify.limit samples) is split once, by seed, into the part the search scores candidates
+    on and the held-out part that only the chosen artifact's checks see."""
+    search = spec.search
+    verify = recipe.verify
+    parts = {}
+    for part in ("search", "holdout"):
+        parts[part] = plan.add(Step("split", f"split data.eval: {part} part ({spec.name})",
+                                    {"part": part, "holdout": search.holdout, "seed": search.seed, "take": verify.limit},
+                                    {"data": plan.data["eval"].id}, {}, _versions("numpy")))
+    outputs = {part: plan.add(_outputs_step(plan, node, parts[part], None, verify.batch_size)) for part in parts}
+    backend = search.backend or "tfjs-wasm"
+    config = {"export": export_config(spec), "search": search.model_dump(mode="json"), "backend": backend,
+              "batch_size": verify.batch_size,
+              "budget": recipe.verify.budget().merged(spec.searched_budget()).model_dump(exclude_none=True)}
+    parents = {**export_parents, "data": parts["search"].id, "outputs": outputs["search"].id}
+    step = plan.add(Step("search", f"search {spec.name}", config, parents, {},
+                         {**_versions(*formats.FORMATS[spec.format].tools), **backend_table.versions(backend)},
+                         {"name": spec.name}))
+    return step, parts["holdout"], outputs["holdout"]
 
 
 EXPLAIN_SAMPLES = 32

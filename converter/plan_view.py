@@ -17,7 +17,7 @@ def render_plan(plan: Plan, store: Store) -> str:
     lines.append("models")
     for name, step in plan.models.items():
         lines.append(f"  {mark(step)}")
-    data = [s for s in plan.steps.values() if s.kind == "data"]
+    data = [s for s in plan.steps.values() if s.kind in ("data", "split")]
     if data:
         lines.append("data")
         lines += [f"  {mark(step)}" for step in data]

@@ -14,7 +14,8 @@ SHORTENED = {
     "digits-h5.yaml": ["pipeline.0.epochs=1", "verify.limit=64"],
     "digits-savedmodel.yaml": ["verify.limit=64"],
 }
-COVERED_ELSEWHERE = {"mobilenet-imagenet.yaml": "tests/test_real_model.py"}
+COVERED_ELSEWHERE = {"mobilenet-imagenet.yaml": "tests/test_real_model.py",
+                     "mobilenet-imagenet-search.yaml": "tests/test_search.py"}
 
 
 def test_every_recipe_is_exercised():

@@ -24,6 +24,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("exports: format: tfjs_graph", schema.TfjsGraphExport),
     ("exports: format: tfjs_layers", schema.TfjsLayersExport),
     ("exports[].quantize (TF.js)", schema.Quantize),
+    ("exports[].search (the smallest artifact within a budget)", schema.Search),
+    ("exports[].search.space (TF.js)", schema.TfjsSearchSpace),
     ("exports[].verify (budget overrides)", schema.Budget),
     ("verify", schema.VerifySection),
     ("benchmark", schema.BenchmarkSection),

@@ -313,16 +313,96 @@ class Quantize(Strict):
         return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")"
 
 
+SEARCHED_FORMATS = ("tfjs_graph", "tfjs_layers")
+TFJS_DTYPES = ("uint8", "uint16", "float16", "float32")
+
+
+class TfjsSearchSpace(Strict):
+    """What a TF.js search may choose: one dtype per weight."""
+
+    dtypes: list[Literal[TFJS_DTYPES]] = Field(  # type: ignore[valid-type]
+        list(TFJS_DTYPES), min_length=2,
+        description="Weight dtypes from the most compressed to the widest: the search starts with every weight at the "
+        "first and reverts the most sensitive weights to the next one that holds the budget.")
+    ranking: Literal["error_per_byte", "quantization_error", "range"] = Field(
+        "error_per_byte", description="Order in which weights are reverted, computed on the weights alone: "
+        "'quantization_error' (RMS error of the weight stored at the first dtype, over its median magnitude), "
+        "'error_per_byte' (that error squared per element: the most error removed per byte first) or 'range' "
+        "(range over median magnitude: outliers first).")
+
+    @field_validator("dtypes")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("dtypes", "each dtype at most once", {})
+        return value
+
+
+class Search(Strict):
+    """Find the smallest artifact of this export that holds a budget, instead of fixed quantization settings.
+
+    Candidates are real artifacts scored in their own runtime on the search part of data.eval; the chosen one is
+    then verified on the held-out part, which the search never saw, and that is the export's verdict."""
+
+    objective: Literal["size", "gzip_size", "latency"] = Field(
+        "size", description="What to minimise: artifact bytes or gzip bytes ('latency' is refused: not searched yet).")
+    budget: Budget = Field(default_factory=lambda: Budget(max_top1_drop=0.01),
+                           description="What every candidate must hold on the search part, and the chosen one on the "
+                           "held-out part; default {max_top1_drop: 0.01}, applied on top of verify and the export's verify:.")
+    max_trials: int = Field(20, ge=1, le=1000, description="Candidates evaluated at most (cached ones count too).")
+    holdout: float = Field(0.5, gt=0, lt=1, description="Share of data.eval held out: never seen by the search, used for the verdict.")
+    seed: int = Field(0, description="Seed of the search/held-out split.")
+    within_noise: Literal["fail", "point"] = Field(
+        "fail", description="A candidate whose drop or agreement is within noise of the budget on the search part "
+        "(its 95 % interval straddles it): 'fail' rejects it (the search picks the best of many candidates, so one "
+        "that passes by luck would fail on the held-out part), 'point' judges the measured value.")
+    backend: Optional[Backend] = Field(None, description="Backend that scores the candidates; default tfjs-wasm for TF.js.")
+    space: TfjsSearchSpace = Field(default_factory=TfjsSearchSpace, description="The choices per weight.")
+
+    @model_validator(mode="after")
+    def _searched_objective(self) -> "Search":
+        if self.objective == "latency":
+            raise PydanticCustomError("search", "objective 'latency' is not searched yet: use 'size' or 'gzip_size'", {})
+        if not self.budget.model_fields_set:
+            raise PydanticCustomError("search", "budget: give at least one entry, e.g. {max_top1_drop: 0.01}", {})
+        return self
+
+
 class ExportBase(Strict):
     name: str = Field(..., description="Artifact name: the folder under artifacts/.")
     model: Optional[str] = Field(None, description="Pipeline stage whose model is exported; default the end of the main line.")
     verify: Optional[Budget] = Field(None, description="Budget overrides for this export.")
     backends: Optional[list[Backend]] = Field(None, description="Backends to evaluate and time on; default every one that can run the format.")
+    search: Optional[Search] = Field(None, description="Search the smallest quantization within a budget instead of fixed "
+                                     f"settings ({', '.join(SEARCHED_FORMATS)} so far).")
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return _name(value)
+
+    @model_validator(mode="after")
+    def _search_fits(self) -> "ExportBase":
+        if self.search is None:
+            return self
+        fmt = getattr(self, "format", None)
+        if fmt not in SEARCHED_FORMATS:
+            raise problems("ExportBase", [(("search",), "search", "only {f} exports are searched so far, not '{fmt}'",
+                                           {"f": " and ".join(SEARCHED_FORMATS), "fmt": fmt})])
+        if getattr(self, "quantize", None) is not None:
+            raise problems("ExportBase", [(("quantize",), "search", "give either 'quantize' or 'search', not both", {})])
+        if self.search.backend is not None and fmt not in BACKENDS[self.search.backend].formats:
+            raise problems("ExportBase", [(("search", "backend"), "search", "backend '{b}' cannot run a {fmt} model",
+                                           {"b": self.search.backend, "fmt": fmt})])
+        return self
+
+    def searched_budget(self) -> Optional[Budget]:
+        """This export's `verify:` with the search budget on top (what the held-out verdict applies)."""
+        if self.search is None:
+            return self.verify
+        values = self.verify.model_dump(exclude_unset=True) if self.verify else {}
+        values.update(self.search.budget.model_dump(exclude_unset=True))
+        return Budget(**values)
 
     def quantization_name(self) -> str:
         return "none"
@@ -402,6 +482,8 @@ class TfjsGraphExport(ExportBase):
     quantize: Optional[Quantize] = Field(None, description="Weight quantization by node glob.")
 
     def quantization_name(self) -> str:
+        if self.search is not None:
+            return "search"
         return self.quantize.short_name() if self.quantize else "none"
 
 
@@ -413,6 +495,8 @@ class TfjsLayersExport(ExportBase):
     quantize: Optional[Quantize] = Field(None, description="Weight quantization by weight-name glob.")
 
     def quantization_name(self) -> str:
+        if self.search is not None:
+            return "search"
         return self.quantize.short_name() if self.quantize else "none"
 
 
@@ -483,6 +567,9 @@ class Recipe(Strict):
             if export.model is not None and export.model not in seen:
                 problem(("exports", index, "model"), "no pipeline stage named {n}{hint}", n=shown(export.model),
                         hint=did_you_mean(export.model, seen))
+            if export.search is not None and self.data.eval is None:
+                problem(("exports", index, "search"), "search needs data.eval: its samples are split into the part "
+                        "the search scores candidates on and the held-out part the verdict uses")
             needs_calibration = getattr(export, "quantization", "none") in ("int8", "int16x8")
             if needs_calibration and self.data.for_calibration() is None:
                 problem(("exports", index, "quantization"),

@@ -56,6 +56,9 @@ def render_html(report: dict[str, Any]) -> str:
     timed = latency_rows(report)
     if timed:
         body += ["<h2>Latency</h2>", html_table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])]
+    from converter.reporting import search
+
+    body += search.html(report)
     for heading, items in (("Findings", report_findings(report)), ("Notes", notes(report))):
         if items:
             body += [f"<h2>{heading}</h2>", bullet_list(items)]

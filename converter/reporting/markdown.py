@@ -51,6 +51,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     timed = latency_rows(report)
     if timed:
         lines += ["", "## Latency", ""] + table(LATENCY_HEADER, [latency_cells(a, r) for a, r in timed])
+    from converter.reporting import search
+
+    lines += search.markdown(report)
     for title, items in (("Findings", report_findings(report)), ("Notes", notes(report))):
         if items:
             lines += ["", f"## {title}", ""] + [f"- {item}" for item in items]

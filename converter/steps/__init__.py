@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from converter.plan import Step
-from converter.store import Entry
+from converter.store import Entry, Store
 
 STEPS: dict[str, str] = {
     "source": "converter.steps.source:run",
@@ -21,6 +21,9 @@ STEPS: dict[str, str] = {
     "check": "converter.steps.check:run",
     "latency": "converter.steps.latency:run",
     "explain": "converter.steps.explain:run",
+    "split": "converter.steps.split:run",
+    "search": "converter.steps.search:run",
+    "score": "converter.steps.search:score",
 }
 
 
@@ -40,6 +43,8 @@ class StepContext:
     parents: dict[str, Entry]  # role -> finished parent entry
     log: Callable[[str], None] = lambda message: None
     cache: bool = field(default=True)  # a step sets False for a result worth reporting but not reusing
+    store: Optional[Store] = None  # the cache, for a step that materializes steps of its own (search candidates)
+    recompute: bool = False  # --force: the step's own sub-steps are recomputed too
 
     @property
     def config(self) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""The TF.js search space: one dtype per weight, read from a float artifact's model.json; no TensorFlow import.
+
+Weights are ranked by how much the most compressed dtype would hurt them, measured on the weight itself (a cheap
+proxy: no candidate has to be built to rank). The quantizer is simulated as tensorflowjs does it (affine with the
+zero point nudged onto the grid, or a float16 cast).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "uint16": np.uint16, "float16": np.float16,
+          "bool": np.bool_}
+_BYTES = {"uint8": 1, "uint16": 2, "float16": 2, "float32": 4}
+
+
+@dataclass(frozen=True)
+class Weight:
+    name: str
+    shape: tuple[int, ...]
+    values: np.ndarray  # float32
+
+    @property
+    def elements(self) -> int:
+        return int(self.values.size)
+
+
+def read_weights(artifact: Path) -> list[Weight]:
+    """The float32 weights of an unquantized TF.js artifact, in manifest order (others cannot be quantized)."""
+    manifest = json.loads((artifact / "model.json").read_text())["weightsManifest"]
+    weights = []
+    for group in manifest:
+        blob = b"".join((artifact / path).read_bytes() for path in group["paths"])
+        offset = 0
+        for entry in group["weights"]:
+            if "quantization" in entry:
+                raise ValueError(f"{artifact}: weight {entry['name']} is already quantized")
+            dtype = np.dtype(_NUMPY[entry["dtype"]])
+            count = int(np.prod(entry["shape"], dtype=np.int64))
+            data = np.frombuffer(blob, dtype, count, offset)
+            offset += count * dtype.itemsize
+            if entry["dtype"] == "float32":
+                weights.append(Weight(entry["name"], tuple(entry["shape"]), data.reshape(entry["shape"])))
+    return weights
+
+
+def roundtrip(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The values as tensorflowjs stores and restores them at `dtype` (tensorflowjs/quantization.py)."""
+    data = values.astype(np.float64)
+    if dtype == "float32":
+        return data
+    if dtype == "float16":
+        return values.astype(np.float16).astype(np.float64)
+    levels = 255 if dtype == "uint8" else 65535
+    low, high = float(data.min()), float(data.max())
+    if high == low:
+        return data
+    scale = (high - low) / levels
+    if low <= 0 <= high:
+        low = -np.round(-low / scale) * scale
+        high = levels * scale + low
+    return np.round((data.clip(low, high) - low) / scale) * scale + low
+
+
+def typical(values: np.ndarray) -> float:
+    """A weight's typical magnitude: the median |value| (its mean where most values are zero). Not the RMS: one
+    outlier would make every other value's error look small."""
+    magnitudes = np.abs(values)
+    median = float(np.median(magnitudes)) if magnitudes.size else 0.0
+    return median if median > 0 else float(np.mean(magnitudes)) if magnitudes.size else 0.0
+
+
+def sensitivity(weight: Weight, dtype: str, ranking: str) -> float:
+    """How much storing `weight` at `dtype` hurts it, relative to its typical magnitude: the RMS error of the
+    round trip ('quantization_error'), or the range ('range', outliers first)."""
+    values = weight.values.astype(np.float64)
+    scale = typical(values)
+    if scale == 0.0:
+        return 0.0
+    if ranking == "range":
+        return float((values.max() - values.min()) / scale)
+    error = roundtrip(weight.values, dtype) - values
+    return float(np.sqrt(np.mean(error ** 2)) / scale)
+
+
+def rank(weights: list[Weight], dtype: str, ranking: str) -> list[tuple[str, float]]:
+    """(name, score), the first to revert first; ties keep manifest order.
+
+    'error_per_byte' is the greedy order of a knapsack: a weight's relative error adds roughly independently to the
+    output's, so reverting it removes about its squared error, at the cost of its elements' extra bytes; the
+    weights that remove the most error per byte come first (small, sensitive ones: first convolutions, depthwise
+    kernels, biases). The other rankings ignore the cost."""
+    if ranking == "error_per_byte":
+        scored = [(w.name, sensitivity(w, dtype, "quantization_error") ** 2 / max(1, w.elements)) for w in weights]
+    else:
+        scored = [(w.name, sensitivity(w, dtype, ranking)) for w in weights]
+    return sorted(scored, key=lambda item: -item[1])
+
+
+def weight_bytes(weights: list[Weight], assignment: dict[str, str]) -> int:
+    """Bytes of the weights under an assignment (the affine scale and minimum are in model.json)."""
+    return sum(w.elements * _BYTES[assignment.get(w.name, "float32")] for w in weights)
+
+
+def _glob(name: str) -> str:
+    """A weight name as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def to_quantize(assignment: dict[str, str]) -> dict[str, list[str]] | None:
+    """An assignment as a recipe `quantize:` block: the most common quantized dtype takes '*' (every weight no
+    other list claims) unless some weight stays float32, which tfjs can only express by listing the others."""
+    counts: dict[str, int] = {}
+    for dtype in assignment.values():
+        counts[dtype] = counts.get(dtype, 0) + 1
+    quantized = [d for d in ("uint8", "uint16", "float16") if counts.get(d)]
+    if not quantized:
+        return None
+    star = None if counts.get("float32") else max(quantized, key=lambda d: counts[d])
+    block: dict[str, list[str]] = {}
+    for dtype in quantized:
+        block[dtype] = ["*"] if dtype == star else [_glob(n) for n, d in assignment.items() if d == dtype]
+    return block
+
+
+def summary(assignment: dict[str, str]) -> dict[str, int]:
+    """Weights per dtype."""
+    counts: dict[str, int] = {}
+    for dtype in assignment.values():
+        counts[dtype] = counts.get(dtype, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def describe(weights: list[Weight], assignment: dict[str, str], scores: dict[str, float]) -> list[dict[str, Any]]:
+    """The per-weight map: name, dtype, elements, sensitivity score, in manifest order."""
+    return [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
+             "sensitivity": float(f"{scores.get(w.name, 0.0):.4g}")} for w in weights]

@@ -1,0 +1,207 @@
+"""Step `search`: the smallest TF.js artifact of an export that holds its budget on the search part of data.eval.
+
+Plans are static and candidates are not: the search step is one step of the plan (its entry holds the chosen
+artifact, so the export's checks, latency rows and publication treat it like any export), and inside it every
+candidate is two steps of their own, materialized through the same cache protocol as the plan's steps:
+
+- `export` with the candidate's `quantize:` map: the same config, parents and id as a fixed export with that map,
+  so a candidate and a pasted fixed export reuse each other;
+- `score` (below): the candidate on the search part in the search backend.
+
+A re-run, or a search with another budget or more trials, rebuilds and rescores nothing it has seen. The step
+never reads the held-out part: its parents are the search part and the reference outputs on it.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from converter.steps import StepContext, StepFailed
+from converter.store import Entry
+
+
+def run(ctx: StepContext) -> dict[str, Any]:
+    from converter import backends
+    from converter.artifact_files import describe_files
+    from converter.recipe.schema import Budget, Search
+    from converter.search import tfjs_space
+    from converter.search.strategy import RevertSearch
+
+    started = time.perf_counter()
+    name = ctx.step.context.get("name", "search")
+    why = backends.unavailable(ctx.config["backend"])
+    if why is not None:
+        raise StepFailed(f"{name}: the search scores candidates on {ctx.config['backend']}, which cannot run here: {why}")
+    search = Search.model_validate(ctx.config["search"])
+    budget = Budget(**ctx.config["budget"])
+    runner = _Candidates(ctx, name, budget)
+    floor_dtype = search.space.dtypes[0]
+    float_outcome = runner.export(None)
+    weights = tfjs_space.read_weights(float_outcome.entry.path / "artifact")
+    float_bytes = float_outcome.record["size_bytes"]
+    runner.float_weight_bytes = float_outcome.record.get("details", {}).get("weight_bytes") or float_bytes
+    scored = tfjs_space.rank(weights, floor_dtype, search.space.ranking)
+    scores = dict(scored)
+    elements = {w.name: w.elements for w in weights}
+    ctx.log(f"search {name}: {len(weights)} weights ranked by {search.space.ranking}; "
+            f"at most {search.max_trials} candidates on {ctx.parents['data'].record.get('samples')} samples")
+
+    def evaluate(assignment: dict[str, str], phase: str):
+        return runner.trial(assignment, phase, search.objective, float_bytes)
+
+    outcome = RevertSearch([n for n, _ in scored], list(search.space.dtypes), evaluate, search.max_trials,
+                           saving=lambda item: elements[item]).run()
+    chosen = outcome.best
+    notes = []
+    if chosen is None:
+        built = [t for t in outcome.trials if "_entry" in t.record]
+        if not built:
+            reasons = "; ".join(r for t in outcome.trials for r in t.record.get("reasons", []))
+            raise StepFailed(f"{name}: search: no candidate could be built and scored ({outcome.stop_reason}): {reasons}")
+        chosen = min(built, key=lambda t: (t.record.get("top1_drop") is None, t.record.get("top1_drop") or 0))
+        notes.append(f"no candidate held the budget on the search part ({outcome.stop_reason}): trial {chosen.index}, "
+                     "the one with the smallest drop, is kept and checked on the held-out part")
+    shutil.copytree(Path(chosen.record["_entry"]) / "artifact", ctx.out / "artifact")
+    quantize = tfjs_space.to_quantize(chosen.assignment)
+    ctx.log(f"search {name}: {outcome.stop_reason}; chosen trial {chosen.index} "
+            f"({chosen.record['size_bytes']} bytes, {tfjs_space.summary(chosen.assignment)})")
+    trials = [{k: v for k, v in t.record.items() if not k.startswith("_")} for t in outcome.trials]
+    details = {
+        **chosen.record.get("_details", {}),
+        "search": {
+            "objective": search.objective, "budget": budget.model_dump(exclude_none=True), "backend": ctx.config["backend"],
+            "max_trials": search.max_trials, "ranking": search.space.ranking, "dtypes": list(search.space.dtypes),
+            "holdout": search.holdout, "seed": search.seed,
+            "search_samples": ctx.parents["data"].record.get("samples"),
+            "float_size_bytes": float_bytes, "float_weight_bytes": runner.float_weight_bytes,
+            "float_export_id": float_outcome.step.id,
+            "trials": trials, "stop_reason": outcome.stop_reason, "chosen_trial": chosen.index,
+            "chosen_passed": chosen.passed,
+            "search_metrics": chosen.record.get("metrics", {}),
+            "quantize": quantize,
+            "weights": tfjs_space.describe(weights, chosen.assignment, scores),
+        },
+    }
+    return {"seconds": round(time.perf_counter() - started, 2), "notes": notes + chosen.record.get("_notes", []),
+            "details": details, **describe_files(ctx.out / "artifact")}
+
+
+class _Candidates:
+    """Builds and scores candidates as cached steps of their own."""
+
+    def __init__(self, ctx: StepContext, name: str, budget):
+        from converter.store import Store
+
+        self.ctx, self.name, self.budget = ctx, name, budget
+        self.store = ctx.store or Store(ctx.out.parent)
+        self.count = 0  # candidates tried so far
+        self.within_noise = ctx.config["search"].get("within_noise", "fail")
+        self.float_weight_bytes = 1
+        self.export_parents = {role: ctx.step.parents[role] for role in ("model", "class_names") if role in ctx.step.parents}
+
+    def export(self, quantize: dict[str, list[str]] | None):
+        from converter.executor import materialize
+        from converter.plan import Step, _versions, export_config
+        from converter import formats
+        from converter.recipe.schema import Export
+
+        base = self.ctx.config["export"]
+        spec = TypeAdapter(Export).validate_python({**base, "quantize": quantize, "name": self.name})
+        step = Step("export", f"export {self.name} (search candidate)", export_config(spec), self.export_parents, {},
+                    _versions(*formats.FORMATS[spec.format].tools), {"name": self.name})
+        parents = {role: self.ctx.parents[role] for role in self.export_parents}
+        quiet = (lambda message: None if message.startswith(f"export {self.name}:") else self.ctx.log(message))
+        outcome = materialize(step, self.store, parents, self.ctx.recompute, quiet)
+        if outcome.error is not None and quantize is None:
+            raise StepFailed(f"{self.name}: {outcome.error}")
+        return outcome
+
+    def score(self, artifact: Entry, fmt: str):
+        from converter import backends
+        from converter.executor import materialize
+        from converter.plan import Step, _versions
+
+        backend = self.ctx.config["backend"]
+        step = Step("score", f"score {self.name} candidate on {backend}",
+                    {"backend": backend, "format": fmt, "batch_size": self.ctx.config["batch_size"]},
+                    {"artifact": artifact.id, "data": self.ctx.step.parents["data"],
+                     "outputs": self.ctx.step.parents["outputs"]}, {}, {**_versions(), **backends.versions(backend)})
+        parents = {"artifact": artifact, "data": self.ctx.parents["data"], "outputs": self.ctx.parents["outputs"]}
+        return materialize(step, self.store, parents, self.ctx.recompute, self.ctx.log)
+
+    def trial(self, assignment: dict[str, str], phase: str, objective: str, float_bytes: int):
+        from converter.budget import failures
+        from converter.search import tfjs_space
+        from converter.search.strategy import Trial
+
+        self.count += 1
+        quantize = tfjs_space.to_quantize(assignment)
+        made = self.export(quantize)
+        record: dict[str, Any] = {"phase": phase, "dtypes": tfjs_space.summary(assignment), "quantize": quantize}
+        if not made.ok:
+            record.update(verdict="error", reasons=[made.error])
+            return Trial(0, phase, assignment, False, None, record)
+        fmt = self.ctx.config["export"]["format"]
+        scored = self.score(made.entry, fmt)
+        weight_bytes = made.record.get("details", {}).get("weight_bytes")
+        record.update(size_bytes=made.record["size_bytes"], gzip_bytes=made.record["gzip_bytes"],
+                      size_ratio=round(made.record["size_bytes"] / float_bytes, 4), export_id=made.step.id,
+                      weight_ratio=round(weight_bytes / self.float_weight_bytes, 4) if weight_bytes else None,
+                      cached=made.cached and scored.cached, _entry=str(made.entry.path),
+                      _details=made.record.get("details", {}), _notes=made.record.get("notes", []))
+        if not scored.ok:
+            record.update(verdict="error", reasons=[scored.error])
+            return Trial(0, phase, assignment, False, None, record)
+        metrics = scored.record["metrics"]
+        found = failures(metrics, self.budget, self.name, self.ctx.config["backend"], self.within_noise)
+        record.update(metrics={k: metrics[k] for k in ("top1", "top1_drop", "top1_drop_ci", "top1_agreement",
+                                                        "top1_agreement_ci", "cosine") if k in metrics},
+                      top1_drop=metrics.get("top1_drop"),
+                      verdict="passed" if not found else "within noise" if all("not surely" in str(f) for f in found)
+                      else "failed",
+                      reasons=[str(f) for f in found])
+        value = made.record["gzip_bytes"] if objective == "gzip_size" else made.record["size_bytes"]
+        self.ctx.log(f"search {self.name}: trial {self.count} {phase} {tfjs_space.summary(assignment)}: "
+                     f"{record['size_ratio']:.3f} of float, "
+                     f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
+        return Trial(0, phase, assignment, not found, value, record)
+
+
+def _pts(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f} pts"
+
+
+def score(ctx: StepContext) -> dict[str, Any]:
+    """Step `score`: one candidate on the search part in one backend: its metrics against the reference there."""
+    from converter import metrics
+    from converter.backends import open_runtime
+    from converter.errors import ConversionError, DependencyError
+    from converter.evaluate import run_batches
+    from converter.steps.data import load
+    from converter.steps.outputs import outputs
+
+    config = ctx.config
+    data = load(ctx.parents["data"])
+    reference = outputs(ctx.parents["outputs"])
+    runtime = open_runtime(config["backend"], config["format"], ctx.parents["artifact"].path / "artifact")
+    try:
+        runtime.load()
+        output = run_batches(runtime, data.x, config["batch_size"])
+        described = runtime.describe()
+    except (ConversionError, DependencyError) as error:
+        raise StepFailed(f"candidate fails in {config['backend']}: {error}") from None
+    finally:
+        runtime.close()
+    measured = metrics.compare(output, reference, data.y, metrics.label_metrics(reference, data.y))
+    if metrics.is_classifier(output, data.y) and data.y is not None:  # intervals, for search.within_noise
+        from converter.stats import evaluation_stats
+
+        top1, top1_reference = np.argmax(output, axis=1), np.argmax(reference, axis=1)
+        measured.update(evaluation_stats(top1_reference == data.y, top1 == data.y, top1 == top1_reference))
+    return {"samples": int(len(output)), "runtime": described, "metrics": measured}

@@ -1,0 +1,248 @@
+"""The accuracy-budget search (`search:` on a TF.js export): recipe keys, the revert strategy, the TF.js space, and
+whole searches on a tiny model whose weights are set, not trained, so that every verdict is decided by design.
+
+The model: digits (8x8, one channel) -> Flatten -> Dense 'outlier' (32) -> Dense 'middle' (32) -> Dense 'head' (10),
+random normal weights, except that row 0 of the outlier kernel is 100: pixel (0, 0) of every digit is 0, so the
+row changes nothing in float, but in uint8 its range (0..100) makes the grid step 0.39, about three times the
+typical weight (0.125), which rounds the rest of that kernel to 0 (measured cosine 0.83 against the reference).
+In uint16 the step is 0.0015 (cosine 0.99999), and uint8 on any other weight is an error of about 1 % of the
+weight (cosine 0.99995). A budget of min_cosine 0.99 therefore holds exactly when the outlier kernel is wide.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from converter.errors import RecipeError
+from converter.recipe.loader import load_recipe
+from converter.search import tfjs_space
+from converter.search.strategy import RevertSearch, Trial
+
+OUTLIER = "StatefulPartitionedCall/model/outlier/MatMul/ReadVariableOp"
+
+
+def recipe(model_path, **search):
+    return {
+        "name": "search-tiny", "model": {"path": str(model_path)},
+        "data": {"eval": {"source": "digits", "split": "test", "limit": 200,
+                          "preprocess": {"scale": "1/16", "channels": "gray"}}},
+        "exports": [{"name": "tfjs-search", "format": "tfjs_graph", "backends": ["tfjs-wasm"],
+                     "search": {"budget": {"min_cosine": 0.99}, **search}}],
+        "verify": {"max_top1_drop": None},
+        "benchmark": {"enabled": False},
+    }
+
+
+# ----------------------------------------------------------------------------- recipe keys (no TensorFlow)
+@pytest.mark.parametrize("export, key, text", [
+    ({"format": "tflite", "search": {}}, "exports.0.search", "only tfjs_graph and tfjs_layers exports are searched"),
+    ({"format": "onnx", "search": {}}, "exports.0.search", "only tfjs_graph and tfjs_layers exports are searched"),
+    ({"format": "tfjs_graph", "quantize": {"uint8": ["*"]}, "search": {}}, "exports.0.quantize", "not both"),
+    ({"format": "tfjs_graph", "search": {"max_trial": 3}}, "exports.0.search.max_trial", "did you mean 'max_trials'"),
+    ({"format": "tfjs_graph", "search": {"objective": "latency"}}, "exports.0.search", "not searched yet"),
+    ({"format": "tfjs_graph", "search": {"budget": {}}}, "exports.0.search", "budget: give at least one entry"),
+    ({"format": "tfjs_graph", "search": {"holdout": 1.0}}, "exports.0.search.holdout", ""),
+    ({"format": "tfjs_graph", "search": {"backend": "tflite"}}, "exports.0.search.backend", "cannot run a tfjs_graph"),
+    ({"format": "tfjs_graph", "search": {"space": {"dtypes": ["uint8", "uint8"]}}}, "exports.0.search.space.dtypes",
+     "each dtype at most once"),
+])
+def test_bad_search_keys_name_the_key(export, key, text, tmp_path):
+    data = {"name": "t", "model": {"path": str(tmp_path)}, "data": {"eval": {"source": "digits"}},
+            "exports": [{"name": "s", **export}]}
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(data)
+    assert str(caught.value).startswith(key) and text in str(caught.value), str(caught.value)
+
+
+def test_search_needs_eval_data_and_validate_exits_2_with_one_error_line(write_recipe, tmp_path):
+    path = write_recipe({"name": "t", "model": {"path": str(tmp_path)},
+                         "exports": [{"name": "s", "format": "tfjs_graph", "search": {}}]})
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: exports.0.search") and "needs data.eval" in lines[0]
+
+
+def test_plan_keeps_the_held_out_part_away_from_the_search(tmp_path):
+    from converter.plan import build_plan
+
+    loaded = load_recipe(recipe(tmp_path))
+    plan = build_plan(loaded)
+    (export,) = plan.exports
+    assert export.export.kind == "search"
+    ancestors = {plan.steps[s].label for s in plan.ancestors(export.export.id)}
+    assert any("search part" in label for label in ancestors)
+    assert not any("holdout part" in label for label in ancestors)
+    for check in export.checks.values():  # the verdict's checks read the held-out part and its own reference
+        assert plan.steps[check.parents["eval_data"]].config["part"] == "holdout"
+        assert check.parents["reference_outputs"] == export.reference_outputs.id
+
+
+def test_split_parts_are_disjoint_and_cover_the_data():
+    from converter.steps.split import indices
+
+    search, held = indices(200, 0.5, 0, "search"), indices(200, 0.5, 0, "holdout")
+    assert len(held) == 100 and not set(search) & set(held) and sorted([*search, *held]) == list(range(200))
+
+
+# ----------------------------------------------------------------------------- strategy and space (no TensorFlow)
+def _search(needed: set[str], items: list[str], max_trials: int = 20):
+    """A search over items where a candidate holds the budget iff every item of `needed` is reverted."""
+    def evaluate(assignment, phase):
+        reverted = {i for i, level in assignment.items() if level != "uint8"}
+        size = sum(2 if level != "uint8" else 1 for level in assignment.values())
+        return Trial(0, phase, assignment, needed <= reverted, size)
+
+    return RevertSearch(items, ["uint8", "uint16"], evaluate, max_trials, saving=lambda item: 1).run()
+
+
+def test_search_reverts_exactly_the_needed_items_even_when_ranked_low():
+    items = [f"w{i}" for i in range(12)]
+    outcome = _search({"w1", "w9"}, items)
+    reverted = {i for i, level in outcome.best.assignment.items() if level == "uint16"}
+    assert reverted == {"w1", "w9"}
+    assert outcome.stop_reason.startswith("finished")
+
+
+def test_search_cut_short_keeps_the_safe_candidate():
+    outcome = _search({"w1"}, ["w0", "w1", "w2"], max_trials=1)
+    assert outcome.stop_reason == "max_trials (1) reached"
+    assert len(outcome.trials) == 1 and set(outcome.best.assignment.values()) == {"uint16"}
+
+
+def test_quantize_block_resolves_to_the_assignment_under_tfjs_glob_rules():
+    import fnmatch
+
+    names = ["a/conv[1]/w", "a/conv2/w", "a/dense/w", "a/dense/b"]
+    for assignment in ({"a/conv[1]/w": "uint16", "a/conv2/w": "uint8", "a/dense/w": "uint8", "a/dense/b": "uint8"},
+                       {"a/conv[1]/w": "float32", "a/conv2/w": "uint8", "a/dense/w": "float16", "a/dense/b": "uint8"}):
+        block = tfjs_space.to_quantize(assignment)
+        resolved = {}
+        for name in names:  # tfjs: an explicit glob wins; a list holding '*' takes every weight no list claims
+            explicit = [d for d, globs in block.items() if any(g != "*" and fnmatch.fnmatch(name, g) for g in globs)]
+            star = [d for d, globs in block.items() if "*" in globs]
+            resolved[name] = (explicit or star or ["float32"])[0]
+        assert resolved == assignment
+
+
+@pytest.mark.parametrize("ranking", ["quantization_error", "range"])
+def test_an_outlier_weight_ranks_first(ranking):
+    rng = np.random.default_rng(0)
+    plain = [tfjs_space.Weight(f"w{i}", (64, 32), rng.normal(0, 0.125, (64, 32)).astype(np.float32)) for i in range(3)]
+    outlier = rng.normal(0, 0.125, (64, 32)).astype(np.float32)
+    outlier[0, :] = 100.0
+    ranked = tfjs_space.rank(plain + [tfjs_space.Weight("outlier", (64, 32), outlier)], "uint8", ranking)
+    assert ranked[0][0] == "outlier"
+
+
+# ----------------------------------------------------------------------------- whole searches (TF, TF.js in Node)
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory):
+    from converter.tf_env import keras
+
+    k = keras()
+    inputs = k.Input((8, 8, 1))
+    x = k.layers.Flatten()(inputs)
+    x = k.layers.Dense(32, activation="relu", name="outlier")(x)
+    x = k.layers.Dense(32, activation="relu", name="middle")(x)
+    model = k.Model(inputs, k.layers.Dense(10, name="head")(x))
+    rng = np.random.default_rng(0)
+    for layer in model.layers[2:]:
+        kernel, bias = layer.get_weights()
+        kernel = rng.normal(0, 1 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
+        if layer.name == "outlier":
+            kernel[0, :] = 100.0
+        layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
+    path = tmp_path_factory.mktemp("search") / "outlier.h5"
+    model.save(path)
+    return path
+
+
+def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(outlier_model, tmp_path):
+    from converter import api
+    from converter.steps.split import indices
+
+    report = api.run(recipe(outlier_model), out=tmp_path / "run")
+    artifact = report.artifact("tfjs-search")
+    search = artifact["details"]["search"]
+    wide = {w["name"]: w["dtype"] for w in search["weights"] if w["dtype"] != "uint8"}
+    assert wide == {OUTLIER: "uint16"}, search["stop_reason"]
+    assert search["quantize"] == {"uint16": [OUTLIER], "uint8": ["*"]}
+    assert len(search["trials"]) <= 20 and search["trials"][search["chosen_trial"] - 1]["verdict"] == "passed"
+    assert any(t["dtypes"] == {"uint8": 6} and t["verdict"] == "failed" for t in search["trials"])
+    # the verdict comes from the held-out part: its own samples and its own reference
+    (evaluation,) = artifact["evaluations"]
+    assert evaluation["per_sample"]["n"] == len(indices(200, 0.5, 0, "holdout")) == search["search_samples"]
+    assert search["holdout_reference"]["samples"] == 100 and report.data["reference"]["samples"] == 200
+    assert evaluation["status"] == "passed" and report.passed
+    # the published artifact is the chosen map, and the report shows the log and the pasteable map
+    manifest = json.loads((tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").read_text())["weightsManifest"]
+    dtypes = {w["name"]: w.get("quantization", {}).get("dtype") for g in manifest for w in g["weights"]
+              if w["dtype"] == "float32"}
+    assert dtypes[OUTLIER] == "uint16" and {d for n, d in dtypes.items() if n != OUTLIER} == {"uint8"}
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "## Search: tfjs-search" in markdown and f"  - {OUTLIER}" in markdown and "(chosen)" in markdown
+    # a wider budget reuses every candidate it shares with the first search
+    again = api.run(recipe(outlier_model, budget={"min_cosine": 0.9}), out=tmp_path / "again")
+    first = {json.dumps(t["quantize"], sort_keys=True) for t in search["trials"]}
+    shared = [t for t in again.artifact("tfjs-search")["details"]["search"]["trials"]
+              if json.dumps(t["quantize"], sort_keys=True) in first]
+    assert shared and all(t["cached"] for t in shared)
+
+
+def test_a_search_cut_short_still_yields_its_best_valid_candidate(outlier_model, tmp_path):
+    from converter import api
+
+    report = api.run(recipe(outlier_model, max_trials=1), out=tmp_path / "run")
+    search = report.artifact("tfjs-search")["details"]["search"]
+    assert search["stop_reason"] == "max_trials (1) reached" and len(search["trials"]) == 1
+    assert search["quantize"] == {"uint16": ["*"]} and search["chosen_passed"]
+    assert report.passed
+
+
+def test_a_search_whose_backend_cannot_run_fails_that_export_with_the_reason(outlier_model, tmp_path, monkeypatch):
+    from converter import api
+
+    monkeypatch.setenv("CONVERT_NODE_MODULES", str(tmp_path))  # no TF.js packages there
+    report = api.run(recipe(outlier_model), out=tmp_path / "run")
+    artifact = report.artifact("tfjs-search")
+    assert not report.passed and "the search scores candidates on tfjs-wasm, which cannot run here" in artifact["error"]
+    assert (tmp_path / "run" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_the_real_model_search_recipe_runs_shortened(tmp_path):
+    from conftest import ROOT, SHARED
+
+    if not (SHARED / "models" / "mobilenet_2_5_128_tf.h5").is_file():
+        pytest.skip("../shared (the real MobileNet and photos) is not beside the project")
+    result = run_cli("run", "recipes/mobilenet-imagenet-search.yaml", "--out", str(tmp_path / "run"), "--no-benchmark",
+                     "--set", "verify.limit=200", "--set", "exports.4.search.max_trials=4", cwd=ROOT)
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    artifact = next(a for a in report["artifacts"] if a["name"] == "tfjs-search")
+    search = artifact["details"]["search"]
+    assert len(search["trials"]) <= 4 and search["search_samples"] == 100
+    assert all(e["per_sample"]["n"] == 100 for e in artifact["evaluations"])
+    assert (tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").is_file()
+
+
+def test_the_prune_order_does_not_depend_on_hashing():
+    """Reverts of equal saving are tried in rank order: the same search in two processes (each with its own
+    string-hash seed) tries the same candidates."""
+    import subprocess
+    import sys
+
+    script = ("from converter.search.strategy import RevertSearch, Trial\n"
+              "items = [f'w{i}' for i in range(16)]\n"
+              "def evaluate(a, phase):\n"
+              "    reverted = {i for i, l in a.items() if l != 'uint8'}\n"
+              "    return Trial(0, phase, a, {'w0', 'w7'} <= reverted, len(reverted))\n"
+              "out = RevertSearch(items, ['uint8', 'uint16'], evaluate, 40, saving=lambda i: 1).run()\n"
+              "print([sorted(i for i, l in t.assignment.items() if l != 'uint8') for t in out.trials])\n")
+    runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                           env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1
