@@ -226,7 +226,7 @@ def test_the_real_model_search_recipe_runs_shortened(tmp_path):
     artifact = next(a for a in report["artifacts"] if a["name"] == "tfjs-search")
     search = artifact["details"]["search"]
     assert len(search["trials"]) <= 4 and search["search_samples"] == 100
-    assert all(e["per_sample"]["n"] == 100 for e in artifact["evaluations"])
+    assert all(e["per_sample"]["n"] == (e.get("sample_cap") or 100) for e in artifact["evaluations"])  # a slow backend's cap
     assert (tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").is_file()
 
 

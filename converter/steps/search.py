@@ -182,22 +182,24 @@ def score(ctx: StepContext) -> dict[str, Any]:
     from converter import metrics
     from converter.backends import open_runtime
     from converter.errors import ConversionError, DependencyError
-    from converter.evaluate import run_batches
     from converter.steps.data import load
-    from converter.steps.outputs import outputs
+    from converter.steps.outputs import outputs, primary, run_outputs
 
     config = ctx.config
     data = load(ctx.parents["data"])
-    reference = outputs(ctx.parents["outputs"])
+    references = outputs(ctx.parents["outputs"])
     runtime = open_runtime(config["backend"], config["format"], ctx.parents["artifact"].path / "artifact")
     try:
         runtime.load()
-        output = run_batches(runtime, data.x, config["batch_size"])
+        shapes = {name: tuple(array.shape[1:]) for name, array in references.items()}
+        outputs_by_name = run_outputs(runtime, data.x, config["batch_size"], shapes)
         described = runtime.describe()
     except (ConversionError, DependencyError) as error:
         raise StepFailed(f"candidate fails in {config['backend']}: {error}") from None
     finally:
         runtime.close()
+    first = primary(list(references), config.get("primary_output"))  # the output the budget's top-1 is about
+    output, reference = outputs_by_name[first], references[first]
     measured = metrics.compare(output, reference, data.y, metrics.label_metrics(reference, data.y))
     if metrics.is_classifier(output, data.y) and data.y is not None:  # intervals, for search.within_noise
         from converter.stats import evaluation_stats
