@@ -158,6 +158,8 @@ def _evaluation(artifact: Artifact, outcome: Outcome, budget, reference: Referen
         metrics.update(stats.evaluation_stats(
             stats.decode_per_sample(reference.per_sample)[:len(seen)], seen,
             stats.decode_per_sample({"correct": agree, "n": evaluation.per_sample["n"]}) if agree else None))
+    if evaluation.sample_cap:  # a slow backend checked on a few samples fails on evidence only: its interval
+        within_noise = "pass"  # must lie beyond the budget (one flip in 16 is 6 points); the uncapped ones judge
     problems += budget_failures(metrics, budget, artifact.name, backend, within_noise)
     if per_output:  # every output meets the budget; the primary's figures head the metrics
         for name, values in per_output.items():
