@@ -44,7 +44,7 @@ demo: install
 	$(BIN)/convert run recipes/mobilenet.yaml
 
 test: install qemu
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

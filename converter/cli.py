@@ -54,9 +54,13 @@ def _fail(exc: BaseException, debug: bool) -> None:
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = DebugOpt,
              json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout.")) -> None:
-    """Check a recipe completely without loading any model (no TensorFlow import)."""
+    """Check a recipe, or a sweep file and every one of its cells, without loading any model (no TensorFlow import)."""
     from converter.api import validate as validate_recipe
+    from converter.sweep.cells import is_sweep_file
 
+    if is_sweep_file(recipe):
+        _validate_sweep(recipe, set_, debug, json_out)
+        return
     try:
         loaded = validate_recipe(recipe, set_)
     except UserError as exc:
@@ -73,6 +77,26 @@ def validate(recipe: Path = RecipeArg, set_: List[str] = SetOpt, debug: bool = D
     for warning in loaded.warnings:
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(f"ok: {r.name}: {len(r.pipeline)} stage(s), {len(r.exports)} export(s), hash {loaded.hash()}")
+
+
+def _validate_sweep(path: Path, set_: List[str], debug: bool, json_out: bool) -> None:
+    from converter.sweep.cells import expand, load_sweep
+
+    try:
+        if set_:
+            raise UserError("--set: applies to recipes; a sweep file sets keys for every cell under 'set:'")
+        spec = load_sweep(path)
+        cells = expand(spec)
+    except UserError as exc:
+        if json_out:
+            typer.echo(json.dumps({"ok": False, "sweep": str(path), "errors": str(exc).splitlines()}))
+        _fail(exc, debug)
+    if json_out:
+        typer.echo(json.dumps({"ok": True, "sweep": str(path), "name": spec.name,
+                               "cells": {c.name: c.loaded.hash() for c in cells}}))
+        return
+    axes = ", ".join(f"{axis} ({len({c.axes[axis] for c in cells})})" for axis in cells[0].axes)
+    typer.echo(f"ok: sweep {spec.name}: {len(cells)} cell(s) over {axes}, every cell a valid recipe")
 
 
 @app.command()

@@ -48,6 +48,19 @@ def test_every_cell_is_validated_before_anything_runs(models_dir, tmp_path):
         "error: cell onnx-99 (method=onnx, opset=99): exports.0.opset (set by the sweep): input should be less than "
         "or equal to 18"], result.stderr
     assert not (tmp_path / "out").exists()
+    checked = run_cli("validate", str(path))  # `convert validate` knows a sweep file, and checks every cell
+    assert checked.returncode == 2 and [line for line in checked.stderr.splitlines() if line.startswith("error: ")] == errors
+
+
+def test_validate_checks_a_sweep_file_cell_by_cell(models_dir, tmp_path):
+    path = write_sweep(tmp_path, models_dir, [METHODS, SAMPLES])
+    result = run_cli("validate", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok: sweep tiny-sweep: 4 cell(s) over method (2), samples (2), every cell a valid recipe"
+    as_json = json.loads(run_cli("validate", str(path), "--json").stdout)
+    assert as_json["ok"] and sorted(as_json["cells"]) == ["onnx-24", "onnx-32", "tflite-24", "tflite-32"]
+    refused = run_cli("validate", str(path), "--set", "verify.limit=8")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: --set: applies to recipes")
 
 
 def test_a_sweep_shares_steps_writes_one_table_and_resumes(models_dir, tmp_path, own_cache):

@@ -29,6 +29,15 @@ class SweepErrors(UserError):
         super().__init__("\n".join(problems))
 
 
+def is_sweep_file(path: Path) -> bool:
+    """A YAML mapping with `axes`: a sweep, not a recipe (so that `convert validate` checks it as one)."""
+    try:
+        data, _ = read_yaml(Path(path).read_text(), str(path))
+    except (OSError, UserError):
+        return False  # unreadable or not YAML: the recipe loader says why
+    return isinstance(data, dict) and "axes" in data
+
+
 def load_sweep(path: Path) -> SweepSpec:
     path = Path(path)
     try:
