@@ -222,7 +222,7 @@ def sweep(
     schedule = {"warmup_runs": 3, "warmup_seconds": 0.2, "min_runs": 10, "min_seconds": 0.5, "max_seconds": 2.0} if quick else {}
     options = SweepOptions(out=out, cache_dir=cache_dir, force=force, executor=executor, jobs=jobs, address=address,
                            mlflow=mlflow, evaluate=not no_verify, benchmark=False if no_benchmark else None,
-                           benchmark_overrides=schedule)
+                           benchmark_overrides=schedule, native_log=True)
     console = Console(file=ConsoleStream(), highlight=False, soft_wrap=True)
     try:
         if plan_only:

@@ -217,6 +217,9 @@ def _build_application(spec: ModelSpec, out_dir: Path) -> ModelRef:
         if not weights_path.exists():
             raise ModelError(f"model.weights: file not found: {weights_path}")
         weights = str(weights_path)
+    # Layer names take a suffix per earlier layer of the same kind in the process (global_average_pooling2d_1), and
+    # names end up in every artifact: a fresh session makes the artifacts' bytes the same in every process.
+    keras().backend.clear_session()
     keras().utils.set_random_seed(spec.seed)  # the initial weights of weights: none are the same in every process
     try:
         with _offline_weights():

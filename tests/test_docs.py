@@ -36,6 +36,15 @@ def yaml_examples() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("where, body", yaml_examples(), ids=[w for w, _ in yaml_examples()])
 def test_yaml_examples_in_docs_are_valid_recipes(where, body, tmp_path):
     data = yaml.safe_load(body)
+    if isinstance(data, dict) and "axes" in data:  # a sweep: beside a copy of the flagship, as in recipes/sweeps/
+        from converter.sweep.cells import expand, load_sweep
+
+        (tmp_path / "sweeps").mkdir()
+        for copy in (tmp_path / "mobilenet.yaml", tmp_path / "sweeps" / "other.yaml"):
+            copy.write_text((ROOT / "recipes" / "mobilenet.yaml").read_text())
+        (tmp_path / "sweeps" / "sweep.yaml").write_text(body)
+        assert expand(load_sweep(tmp_path / "sweeps" / "sweep.yaml")), where  # every cell, each a valid recipe
+        return
     assert isinstance(data, dict) and set(data) <= RECIPE_KEYS, f"{where}: not a recipe or recipe fragment"
     recipe = data if "name" in data else {**FRAGMENT_BASE, **data}
     path = tmp_path / "recipe.yaml"

@@ -9,11 +9,15 @@ from converter.sources import load_source
 TINY = {"application": "MobileNet", "args": {"alpha": 0.25, "input_shape": [32, 32, 3], "classes": 4}}
 
 
-def _initial_weights(spec: ModelSpec, folder) -> list[np.ndarray]:
+def _built(spec: ModelSpec, folder):
     from converter.tf_env import keras
 
     ref = load_source(spec, folder)
-    return keras().models.load_model(str(ref.path), compile=False).get_weights()
+    return keras().models.load_model(str(ref.path), compile=False)
+
+
+def _initial_weights(spec: ModelSpec, folder) -> list[np.ndarray]:
+    return _built(spec, folder).get_weights()
 
 
 def test_application_without_weights_is_built_from_its_seed(tmp_path):
@@ -23,3 +27,11 @@ def test_application_without_weights_is_built_from_its_seed(tmp_path):
     other = _initial_weights(ModelSpec(**TINY, seed=1), tmp_path / "c")
     assert all(np.array_equal(x, y) for x, y in zip(first, again))
     assert not np.array_equal(first[0], other[0])
+
+
+def test_application_layer_names_do_not_depend_on_earlier_builds(tmp_path):
+    """Names reach every artifact (TF.js node names, ONNX node names): the second build in a process must not be
+    named global_average_pooling2d_1 where a fresh process says global_average_pooling2d."""
+    first = [layer.name for layer in _built(ModelSpec(**TINY), tmp_path / "a").layers]
+    again = [layer.name for layer in _built(ModelSpec(**TINY), tmp_path / "b").layers]
+    assert first == again and "global_average_pooling2d" in first

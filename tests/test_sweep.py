@@ -79,6 +79,13 @@ def test_a_sweep_shares_steps_writes_one_table_and_resumes(models_dir, tmp_path,
     for cell in ("tflite-24", "onnx-32"):
         assert (tmp_path / "out" / "cells" / cell / "report.html").is_file()
     assert "Top-1 drop by method and model" in (tmp_path / "out" / "sweep.md").read_text()
+    # a cell is an ordinary recipe: run alone, cold (a cache of its own), it gives the sweep's rows
+    single = api.run(tmp_path / "out" / "cells" / "onnx-32" / "recipe.yaml", out=tmp_path / "single",
+                     cache_dir=tmp_path / "cold-cache", explain=False)
+    in_sweep = frame[frame["cell"] == "onnx-32"].to_dict("records")
+    alone = api.load(tmp_path / "single").to_dict("records")
+    assert [[r[c] for c in DETERMINISTIC] for r in alone] == [[r[c] for c in DETERMINISTIC] for r in in_sweep]
+    assert single.data["recipe_hash"] == json.loads((tmp_path / "out" / "cells" / "onnx-32" / "report.json").read_text())["recipe_hash"]
     again = run_sweep(path, SweepOptions(out=tmp_path / "out", jobs=1))  # resumes: every step from the cache
     sweep = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert again.passed and sweep["cache_hits"] == sweep["steps"]
@@ -99,6 +106,8 @@ def test_one_failed_cell_is_reported_and_the_others_run(models_dir, tmp_path):
     assert by_name["fits"]["passed"] and not by_name["misfit"]["passed"]
     assert any("do not fit the model input" in e for e in by_name["misfit"]["errors"])
     assert "FAIL cell misfit" in result.stderr
+    log = (tmp_path / "out" / "convert.log").read_text()  # the runtimes' own output: in the log, off the console
+    assert "XNNPACK" in log and "XNNPACK" not in result.stderr
 
 
 @pytest.fixture

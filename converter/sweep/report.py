@@ -110,7 +110,7 @@ def drop_against_size(table: list[dict[str, Any]]) -> Optional[str]:
     if len(rows) < 2:
         return None
     figure, axes = _figure(1)
-    _scatter(axes[0], rows, "gzip_bytes", 1 / 1024, "gzip size (KiB, log scale)")
+    _scatter(axes[0], rows, "gzip_bytes", 1 / 1024, "gzip size (KiB, log scale)", _styles(rows))
     axes[0].set_title("top-1 drop against download size, per method and model", fontsize=10)
     _legend(figure, rows)
     return _png(figure)
@@ -122,8 +122,10 @@ def drop_against_latency(table: list[dict[str, Any]]) -> Optional[str]:
     if len(rows) < 2:
         return None
     figure, axes = _figure(len(backends))
+    styles = _styles(rows)  # one colour per method and one marker per model in every panel, as in the legend
     for axis, backend in zip(axes, backends):
-        _scatter(axis, [r for r in rows if r["backend"] == backend], "p50_ms", 1.0, "p50 latency (ms, log scale)")
+        _scatter(axis, [r for r in rows if r["backend"] == backend], "p50_ms", 1.0, "p50 latency (ms, log scale)",
+                 styles)
         axis.set_title(backend, fontsize=10)
     _legend(figure, rows)
     return _png(figure)
@@ -141,18 +143,23 @@ def _figure(panels: int):
     return figure, axes
 
 
-def _scatter(axis, rows: list[dict[str, Any]], x: str, scale: float, xlabel: str) -> None:
+def _styles(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
+    """(colour per method, marker per model) over all the rows, so that every panel and the legend agree."""
     methods = sorted({r["artifact"] for r in rows})
     models = sorted({str(r.get("model")) for r in rows})
-    colours = _colours(len(methods))
+    return dict(zip(methods, _colours(len(methods)))), {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+
+
+def _scatter(axis, rows: list[dict[str, Any]], x: str, scale: float, xlabel: str,
+             styles: tuple[dict[str, Any], dict[str, str]]) -> None:
+    colour_of, marker_of = styles
     drops = sorted(100 * r["drop"] for r in rows)
     # clip the y axis to the bulk of the points: a collapsed artifact is drawn at the edge with its value
     top = max(1.0, drops[int(0.9 * (len(drops) - 1))] * 1.3)
     for row in rows:
         y = 100 * row["drop"]
         shown = min(y, top)
-        colour = colours[methods.index(row["artifact"])]
-        marker = MARKERS[models.index(str(row.get("model"))) % len(MARKERS)]
+        colour, marker = colour_of[row["artifact"]], marker_of[str(row.get("model"))]
         low, high = row.get("drop_lo"), row.get("drop_hi")
         if low is not None and high is not None and y <= top:
             axis.errorbar(row[x] * scale, y, yerr=[[y - 100 * low], [100 * high - y]], fmt="none", ecolor=colour,
@@ -162,7 +169,7 @@ def _scatter(axis, rows: list[dict[str, Any]], x: str, scale: float, xlabel: str
         if y > top:
             axis.annotate(f"{y:.1f}", (row[x] * scale, shown), textcoords="offset points", xytext=(0, 4), fontsize=7,
                           ha="center", color=colour)
-    axis.set_xscale("log")
+    _log_axis(axis, [row[x] * scale for row in rows])
     axis.set_ylim(min(-0.5, min(drops) - 0.2), top * 1.08)
     axis.axhline(0, color="#999", lw=0.8)
     axis.set_xlabel(xlabel, fontsize=9)
@@ -171,15 +178,28 @@ def _scatter(axis, rows: list[dict[str, Any]], x: str, scale: float, xlabel: str
     axis.tick_params(labelsize=8)
 
 
+def _log_axis(axis, values: list[float]) -> None:
+    """A log x axis with four plainly written ticks across the data (matplotlib's own labels overlap when the data
+    spans less than a decade)."""
+    import numpy as np
+    from matplotlib.ticker import NullFormatter
+
+    low, high = min(values), max(values)
+    axis.set_xscale("log")
+    if high <= low * 1.0001:
+        low, high = low / 1.5, high * 1.5
+    axis.set_xlim(low / (high / low) ** 0.08, high * (high / low) ** 0.08)
+    ticks = sorted({float(f"{t:.2g}") for t in np.geomspace(low, high, 4)})
+    axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _legend(figure, rows: list[dict[str, Any]]) -> None:
     from matplotlib.lines import Line2D
 
-    methods = sorted({r["artifact"] for r in rows})
-    models = sorted({str(r.get("model")) for r in rows})
-    colours = _colours(len(methods))
-    handles = [Line2D([], [], marker="o", ls="", color=c, label=m) for m, c in zip(methods, colours)]
-    handles += [Line2D([], [], marker=MARKERS[i % len(MARKERS)], ls="", color="#555", label=f"model {m}")
-                for i, m in enumerate(models)]
+    colour_of, marker_of = _styles(rows)
+    handles = [Line2D([], [], marker="o", ls="", color=c, label=m) for m, c in colour_of.items()]
+    handles += [Line2D([], [], marker=marker, ls="", color="#555", label=f"model {m}") for m, marker in marker_of.items()]
     handles.append(Line2D([], [], marker="o", ls="", color="#ccc", markeredgecolor="#b00020", markeredgewidth=1.5,
                           label="failed its budget"))
     figure.legend(handles=handles, loc="center right", fontsize=8, frameon=False)

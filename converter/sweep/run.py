@@ -23,6 +23,7 @@ class SweepOptions:
     evaluate: bool = True
     benchmark: Optional[bool] = None
     benchmark_overrides: dict[str, Any] = field(default_factory=dict)
+    native_log: bool = False  # TensorFlow's, the converters' and Ray's own output to <out>/convert.log, off the console
 
 
 @dataclass
@@ -85,7 +86,7 @@ def run_sweep(path: Path, options: SweepOptions = SweepOptions(),
     from converter.api import RunContext
     from converter.assemble import Judge, assemble
     from converter.benchmark.machine import fingerprint
-    from converter.progress import LogEvents, nothing
+    from converter.progress import LogEvents, NativeOutput, nothing
     from converter.run_folder import RunFolder, write_json, write_results, write_text
     from converter.run_lock import hold
     from converter.store import Store, default_root
@@ -96,7 +97,7 @@ def run_sweep(path: Path, options: SweepOptions = SweepOptions(),
     out_dir = Path(options.out or Path("runs") / spec.name).absolute()
     folder = RunFolder(out_dir)
     folder.claim()
-    with hold(out_dir):
+    with hold(out_dir), (NativeOutput(out_dir / "convert.log") if options.native_log else nothing()):
         store = Store(options.cache_dir or default_root())
         executor = _executor(options, store)
         if console is not None:
@@ -136,14 +137,24 @@ def _publish_cell(folder: Path, report: dict[str, Any], plan, outcomes, cell: Ce
     from converter import results
     from converter.reporting.html import render_html
     from converter.reporting.markdown import render_markdown
-    from converter.run_folder import RunFolder
+    from converter.run_folder import RunFolder, write_text
 
     run_folder = RunFolder(folder)
     run_folder.claim()
     artifacts = {e.spec.name: outcomes[e.export.id].entry.path / "artifact" for e in plan.exports
                  if outcomes[e.export.id].entry is not None}
     run_folder.publish(report, artifacts, {"report.md": render_markdown, "report.html": render_html})
+    write_text(folder / "recipe.yaml", _recipe_yaml(cell))
     return results.rows(report, cell=cell.name, axes=cell.axes, model=report.get("model"))
+
+
+def _recipe_yaml(cell: Cell) -> str:
+    """The cell's whole recipe, so that `convert run cells/<cell>/recipe.yaml` runs that cell alone (same hash)."""
+    import yaml
+
+    header = (f"# Cell {cell.name} of a sweep ({', '.join(f'{k}={v}' for k, v in cell.axes.items())}), as a recipe: "
+              f"hash {cell.loaded.hash()}.\n")
+    return header + yaml.safe_dump(cell.loaded.recipe.model_dump(mode="json", exclude_unset=True), sort_keys=False)
 
 
 def _executor(options: SweepOptions, store):
