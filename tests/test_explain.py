@@ -87,14 +87,6 @@ FAULTS = [
 ]
 
 
-# onnxruntime 1.31.1's WeightBiasQuantization optimizer (on at the default ORT_ENABLE_ALL) quantizes again the float
-# weights of a node that exclude_nodes kept out of quantize_static, when its input comes from a DequantizeLinear and
-# its output goes to a QuantizeLinear: the excluded conv runs in int8 all the same (measured: the repaired model's
-# output is identical to the faulty one's with every optimizer on, 34 dB from the float model's with that one off).
-# The map still ranks the layer first; the repair waits for the ONNX exporter (docs/explain.md, "Not done yet").
-ORT_UNDOES_EXCLUSION = "onnxruntime's WeightBiasQuantization re-quantizes a node excluded between QDQ pairs"
-
-
 @pytest.mark.parametrize("fragile,export,min_snr_db", FAULTS)
 def test_seeded_fault_is_ranked_first(tmp_path, fragile, export, min_snr_db):
     healthy = run_recipe(tmp_path / "healthy", None, export, min_snr_db)[0]  # the budget is one the net can meet
@@ -118,9 +110,6 @@ def test_seeded_fault_is_ranked_first(tmp_path, fragile, export, min_snr_db):
     # the verdict names that one layer, and its recipe change, applied, brings the artifact within budget
     assert found["suggested"] == [fragile], found["verdict"]
     repaired = run_recipe(tmp_path / "repaired", fragile, {**export, **found["suggestion"]["recipe"]}, min_snr_db)[0]
-    if export.get("format") == "onnx" and export.get("quantization") == "int8":  # a strict xfail of this assertion
-        assert not repaired.passed, f"the repair works now: drop the mark ({ORT_UNDOES_EXCLUSION})"
-        pytest.xfail(ORT_UNDOES_EXCLUSION)
     assert repaired.passed, repaired.artifact("artifact")["failures"]
 
 

@@ -121,6 +121,70 @@ def test_static_int8_is_qdq_and_exclude_op_types_keeps_matmul_float(conv, tmp_pa
     assert np.abs(_run(tmp_path, X[:4]) - reference[:4]).max() < 0.05
 
 
+def test_excluded_node_stays_float_under_default_session_options(tmp_path):
+    """quantize_static leaves an excluded Conv reading a DequantizeLinear, and onnxruntime's WeightBiasQuantization
+    (on by default) then gives its float weights int8 QDQ and runs it as a QLinearConv. The exported graph must
+    feed it no DequantizeLinear, and onnxruntime at its default options must compute it in float."""
+    import onnxruntime as ort
+
+    build_bn_net().save(str(tmp_path / "bn"))
+    model = ModelRef(tmp_path / "bn", "keras")
+    _export(model, tmp_path / "float")
+    name = [n.name for n in _graph(tmp_path / "float").graph.node if n.op_type == "Conv"][1]  # between two quantized
+    calibrated = ExportContext(build_id="t", calibration=lambda n: BN_X[:n])
+    result = _export(model, tmp_path / "int8", calibrated, quantization="int8", calibration_samples=8,
+                     exclude_nodes=[name])
+    assert result.details["float_nodes"] == [name]
+    graph = _graph(tmp_path / "int8").graph
+    produced_by = {out: node.op_type for node in graph.node for out in node.output}
+    excluded = next(n for n in graph.node if n.name == name)
+    assert all(produced_by.get(tensor) != "DequantizeLinear" for tensor in excluded.input), list(excluded.input)
+    assert excluded.input[1] in {t.name for t in graph.initializer if t.data_type == 1}  # float32 weights
+
+    # the optimized graph onnxruntime runs at its default level: the excluded Conv is the one float convolution
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(tmp_path / "int8" / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [node.op_type for node in _graph_at(tmp_path / "optimized.onnx").node]
+    assert ops.count("QLinearConv") == 3 and "Conv" in ops, ops
+    # and it computes in float: its output, read at the default level, is the float convolution of its input
+    inputs, output = _run_reading(tmp_path / "int8" / "model.onnx", BN_X, [excluded.input[0], excluded.output[0]])
+    expected = _run_node(excluded, graph, inputs)
+    np.testing.assert_allclose(output, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def _run_reading(path: Path, x: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """Run the model at onnxruntime's default options, returning the tensors `names` (made graph outputs)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in names)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(names, {session.get_inputs()[0].name: x})
+
+
+def _run_node(node, graph, x: np.ndarray) -> np.ndarray:
+    """The node alone, on x, with the graph's initializers, in onnxruntime without optimizations (float)."""
+    import onnx
+    import onnxruntime as ort
+
+    constants = [t for t in graph.initializer if t.name in node.input[1:]]
+    single = onnx.helper.make_graph([node], "node", [onnx.helper.make_tensor_value_info(node.input[0], 1, None)],
+                                    [onnx.helper.make_tensor_value_info(node.output[0], 1, None)], constants)
+    model = onnx.helper.make_model(single, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {node.input[0]: x})[0]
+
+
+def _graph_at(path: Path):
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph
+
+
 def test_unknown_exclude_op_type_is_refused(conv, tmp_path):
     model, _ = conv
     with pytest.raises(ConversionError, match="exclude_op_types: the model has no 'Conx' node.*did you mean 'Conv'"):

@@ -4,9 +4,9 @@ The SavedModel folder (Keras models included) is frozen by tf2onnx's saved-model
 recipe's signature and converted as the tf2onnx command line does; the BatchNormalizations tf2onnx
 leaves unfolded are then folded into their convolutions (see onnx_fold). 'dynamic_int8' is
 onnxruntime's quantize_dynamic (int8 weights, activations quantized at run time); 'int8' is static
-QDQ with calibration, weights and activations both uint8 (see _quantize_static). Only the final
-model.onnx (and model.onnx.data with external data) is written to the artifact folder; the float
-intermediate lives in a temporary folder.
+QDQ with calibration, weights and activations both uint8 (see _quantize_static), the nodes it excludes
+rewired to read float tensors (see onnx_float_nodes). Only the final model.onnx (and model.onnx.data with
+external data) is written to the artifact folder; the float intermediate lives in a temporary folder.
 
 A quantization-aware-trained model is converted through its FakeQuantWithMinMaxVars nodes, which
 tf2onnx turns into QuantizeLinear/DequantizeLinear pairs; its weights, which tf2onnx leaves as float
@@ -72,7 +72,9 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
             else:
                 reader = _calibration_reader(calibration_feed(float_model, _calibration(ctx, spec), nchw_inputs,
                                                               result.details.get("io_names")))
-                _quantize_static(source, final, spec, reader, external)
+                float_nodes = _quantize_static(source, final, spec, reader, external)
+                if float_nodes:
+                    result.details["float_nodes"] = float_nodes
     if nchw_inputs:
         _mark_nchw_inputs(final, nchw_inputs)
     if result.details.get("io_names"):
@@ -361,8 +363,9 @@ def _quantize_dynamic(source: Path, target: Path, spec: OnnxExport, external: bo
         raise ConversionError(f"onnxruntime quantize_dynamic failed: {_first_line(error)}") from None
 
 
-def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, external: bool) -> None:
-    """Static QDQ with uint8 weights and activations (U8U8).
+def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, external: bool) -> list[str]:
+    """Static QDQ with uint8 weights and activations (U8U8); return the excluded nodes rewired to read float
+    tensors (see onnx_float_nodes: onnxruntime would quantize them again otherwise).
 
     onnxruntime runs QDQ convolutions and matrix products on x86 with uint8 activations (int8 ones are
     shifted to uint8). With int8 weights that is its U8S8 kernel, which on CPUs without VNNI (AVX2, and
@@ -384,6 +387,26 @@ def _quantize_static(source: Path, target: Path, spec: OnnxExport, reader, exter
                         calibrate_method=method)
     except Exception as error:
         raise ConversionError(f"onnxruntime quantize_static failed: {_first_line(error)}") from None
+    return _keep_excluded_float(source, target, spec, external)
+
+
+def _keep_excluded_float(source: Path, target: Path, spec: OnnxExport, external: bool) -> list[str]:
+    """Rewire the nodes exclude_nodes / exclude_op_types name to read float tensors, not DequantizeLinear outputs."""
+    import onnx
+
+    from converter.exports.onnx_float_nodes import excluded_nodes, keep_float
+
+    if not (spec.exclude_nodes or spec.exclude_op_types):
+        return []
+    model = onnx.load(str(target))
+    names = excluded_nodes(model, spec.exclude_nodes, spec.exclude_op_types)
+    rewired = keep_float(model, onnx.load(str(source)), names) if names else []
+    if rewired:
+        if not external:
+            onnx.checker.check_model(model)
+        (target.parent / DATA_FILENAME).unlink(missing_ok=True)  # onnx.save appends to an existing data file
+        _save(model, target, external)
+    return rewired
 
 
 def _calibration(ctx: ExportContext, spec: OnnxExport):
