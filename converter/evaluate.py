@@ -32,8 +32,13 @@ def parity_verdict(measured: dict[str, Any], fmt: str, quantization: str, artifa
                              f"{measured['max_abs_diff']:.3g} > tolerance {tol.max_abs_diff:g}",
                              "max_abs_diff", tol.max_abs_diff, measured["max_abs_diff"]))
     if measured["cosine"] < tol.min_cosine:
+        silent = measured.get("silent_source_absmax")
+        why = "" if silent is None else (
+            f": every output is exactly 0, while the source's outputs reach only {silent:.3g}; a range that small "
+            "(an untrained or vanishing model, e.g. random weights) is below what a quantized output can "
+            "represent: quantize a trained model, or keep this output's layer in float")
         found.append(Failure(artifact, backend, "parity", f"{artifact} on {backend}: parity cosine "
-                             f"{measured['cosine']:.6f} < tolerance {tol.min_cosine:g}",
+                             f"{measured['cosine']:.6f} < tolerance {tol.min_cosine:g}{why}",
                              "cosine", tol.min_cosine, measured["cosine"]))
     parity = Parity(backend, measured["samples"], measured["max_abs_diff"], measured["cosine"],
                     {"max_abs_diff": tol.max_abs_diff, "min_cosine": tol.min_cosine}, not found, [str(f) for f in found])

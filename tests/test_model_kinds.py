@@ -131,6 +131,15 @@ def test_grouped_convolution_is_refused_for_layers_with_the_change_to_make(tmp_p
                                               r"export this model as tflite or onnx, or rebuild it with groups=1"):
         tfjs_export.export_layers(model, TfjsLayersExport(name="l", format="tfjs_layers"), tmp_path / "out", CTX)
     assert not (tmp_path / "out" / "model.json").exists()
+    # the graph model and ONNX: tf_keras runs the layer as a PartitionedCall; the refusal names the layer first
+    from converter.exports import onnx as onnx_export
+    from converter.recipe.schema import OnnxExport
+
+    with pytest.raises(ConversionError, match=r": grouped convolutions \('grouped' groups=2\) have no TF.js kernel"):
+        tfjs_export.export_graph(model, TfjsGraphExport(name="g", format="tfjs_graph"), tmp_path / "graph", CTX)
+    with pytest.raises(ConversionError, match=r"^grouped convolutions \('grouped' groups=2\) have no ONNX conversion.*"
+                                              r"export this model as tflite, or rebuild it with groups=1"):
+        onnx_export.export(model, OnnxExport(name="o", format="onnx"), tmp_path / "onnx", CTX)
 
 
 # ----------------------------------------------------------------------------- sequence models in TFLite

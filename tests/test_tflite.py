@@ -186,3 +186,23 @@ def test_qat_model_comes_out_int8(tmp_path):
     assert result.details["weight_dtypes"].get("int8") == 2
     assert _op_input_dtypes(tmp_path / "out")["FULLY_CONNECTED"][:2] == ["int8", "int8"]
     assert np.abs(_run(tmp_path / "out", X[:4]) - qat.predict(X[:4], verbose=0)).max() < 0.05
+
+
+def test_a_vanishing_output_quantizes_to_zeros_and_the_parity_failure_says_why(tmp_path):
+    """Random-weight deep nets (the model zoo's MobileNetV2) give logits of ~1e-12: int8 cannot hold that range, the
+    output is exactly 0 everywhere, and a bare 'cosine 0' would leave the user guessing."""
+    from converter.evaluate import parity_verdict
+    from converter.steps.check import parity_measurement
+    from converter.tf_env import keras
+
+    k = keras()
+    model = k.Sequential([k.Input(X.shape[1:]), k.layers.Flatten(),
+                          k.layers.Dense(3, kernel_initializer=k.initializers.RandomNormal(stddev=1e-13, seed=0))])
+    model.save(str(tmp_path / "m"))
+    source = model.predict(X[:16], verbose=0)
+    _export(ModelRef(tmp_path / "m", "keras"), tmp_path / "out", quantization="int8")
+    output = _run(tmp_path / "out", X[:16])
+    assert 0 < np.abs(source).max() < 1e-9 and not output.any()
+    _, failures = parity_verdict(parity_measurement({"y": output}, {"y": source}, "tflite"), "tflite", "int8", "t")
+    assert [f.metric for f in failures] == ["cosine"]
+    assert "every output is exactly 0, while the source's outputs reach only" in str(failures[0])

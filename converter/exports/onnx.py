@@ -125,10 +125,10 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
             raise
         except Exception as error:
             if unsupported.ops:
-                raise _unsupported_error(unsupported.ops) from None
+                raise _unsupported_error(unsupported.ops, model) from None
             raise _failed_error(unsupported.failed, error) from None
     if unsupported.ops:
-        raise _unsupported_error(unsupported.ops)
+        raise _unsupported_error(unsupported.ops, model)
     if spec.layout == "nchw" and not nchw:
         result.notes.append("layout nchw: the model has no rank-4 input, nothing was transposed")
     _set_batch_dim(proto, spec.dynamic_batch)
@@ -202,11 +202,20 @@ def _rank4_inputs(graph_def, inputs: list[str]) -> list[str]:
     return rank4
 
 
-def _unsupported_error(ops: dict[str, int]) -> ConversionError:
+def _unsupported_error(ops: dict[str, int], model: ModelRef) -> ConversionError:
     listed = ", ".join(f"{op} (x{count})" if count > 1 else op for op, count in sorted(ops.items()))
     hint = ""
     if any(op.startswith("FakeQuant") for op in ops):
         hint = ": tf2onnx cannot convert this quantization-aware trained model's fake-quant nodes"
+    if "PartitionedCall" in ops:
+        from converter.exports.tfjs import _grouped_text, grouped_convolutions
+
+        grouped = grouped_convolutions(model)
+        if grouped:  # the construct first: the op is only how tf_keras runs it
+            return ConversionError(
+                f"grouped convolutions ({_grouped_text(grouped)}) have no ONNX conversion: tf_keras runs them as "
+                f"XLA-compiled functions (PartitionedCall x{ops['PartitionedCall']}) that tf2onnx cannot inline; "
+                "export this model as tflite, or rebuild it with groups=1")
     return ConversionError(f"tf2onnx has no ONNX conversion for {listed}{hint}")
 
 

@@ -167,10 +167,15 @@ def _unsupported_message(model: ModelRef, spec: TfjsGraphExport, converter_messa
     named = ", ".join(f"{op} (node {node})" for op, node in found[:_MAX_NAMED])
     more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
     ops = sorted({op for op, _ in found})
-    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}{_ops_hint(model, ops)}"
+    hints = _ops_hint(model, ops)
+    if hints:  # the construct and the change first; the nodes after, shortened
+        named = ", ".join(node for _, node in found[:3])
+        more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+        return f"{model.path}: {'; '.join(hints)} (TF.js does not support {', '.join(ops)}: nodes {named}{more})"
+    return f"{model.path}: TF.js does not support the op(s) {', '.join(ops)}, used by {named}{more}"
 
 
-def _ops_hint(model: ModelRef, ops: list[str]) -> str:
+def _ops_hint(model: ModelRef, ops: list[str]) -> list[str]:
     """The construct behind unsupported ops that Keras applications produce, and the change that works."""
     hints = []
     grouped = grouped_convolutions(model)
@@ -181,7 +186,7 @@ def _ops_hint(model: ModelRef, ops: list[str]) -> str:
     if "Erfc" in ops:
         hints.append("Erfc comes from the exact GELU (Activation('gelu')), which TF.js lacks: rebuild with the "
                      "approximate GELU (tf.nn.gelu(x, approximate=True)), or export tflite or onnx")
-    return "".join(f" -- {hint}" for hint in hints)
+    return hints
 
 
 def grouped_convolutions(model: ModelRef) -> list[tuple[str, int]]:

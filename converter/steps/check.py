@@ -82,10 +82,15 @@ def parity_measurement(output: dict[str, np.ndarray], source: dict[str, np.ndarr
     for name, expected in source.items():
         measured = metrics.reference_metrics(output[name][:len(expected)], expected)
         per_output[name] = {"max_abs_diff": measured["max_abs_diff"], "cosine": measured["cosine"]}
+        reach = float(np.max(np.abs(expected))) if expected.size else 0.0
+        if reach > 0 and not np.any(output[name][:len(expected)]):  # a silent output: every value exactly 0
+            per_output[name]["silent_source_absmax"] = reach
     record: dict[str, Any] = {
         "backend": backend, "samples": int(len(next(iter(source.values())))),
         "max_abs_diff": max(m["max_abs_diff"] for m in per_output.values()),
         "cosine": min(m["cosine"] for m in per_output.values())}
     if len(per_output) > 1:
         record["outputs"] = per_output
+    elif "silent_source_absmax" in next(iter(per_output.values())):
+        record["silent_source_absmax"] = next(iter(per_output.values()))["silent_source_absmax"]
     return record
