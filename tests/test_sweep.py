@@ -127,6 +127,14 @@ def test_a_local_ray_cluster_gives_the_same_table(models_dir, tmp_path, ray_clus
     assert [[row[c] for c in DETERMINISTIC] for row in sorted(local.table, key=key)] == \
         [[row[c] for c in DETERMINISTIC] for row in sorted(on_ray.table, key=key)]
     assert json.loads((tmp_path / "ray" / "sweep.json").read_text())["executor"] == "ray"
+    # convert compare pairs the two sweeps cell by cell: the same images, the same answers, no change
+    compared = run_cli("compare", str(tmp_path / "local"), str(tmp_path / "ray"), "--json", "--fail-on-regression")
+    assert compared.returncode == 0, compared.stderr
+    data = json.loads(compared.stdout)
+    assert data["kind"] == "sweep" and data["regressions"] == [] and len(data["rows"]) == len(local.table)
+    deltas = [run["delta"] for row in data["rows"] for run in row["runs"] if "delta" in run]
+    assert deltas and all(d["method"] == "paired" and d["top1_change"] == 0 for d in deltas)
+    assert {row["artifact"].split("/")[0] for row in data["rows"]} == {"tflite", "onnx"}
     assert any((tmp_path / "cache-ray").glob("export-*"))  # the tasks wrote into the shared cache
 
 
@@ -159,3 +167,12 @@ def test_the_shipped_sweeps_validate_and_plan(tmp_path):
         result = run_cli("sweep", str(sweep), "--plan", "--cache-dir", str(tmp_path / "empty-cache"))
         assert result.returncode == 0, result.stderr[-2000:]
         assert " 0 cached" in result.stdout.splitlines()[0]
+
+
+def test_compare_counts_a_cell_the_new_sweep_lost_as_a_regression(tmp_path):
+    for name, cells in (("old", ["int8"]), ("new", ["float"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text(json.dumps(
+            {"name": name, "passed": True, "cells": [{"name": c} for c in cells]}))
+    result = run_cli("compare", str(tmp_path / "old"), str(tmp_path / "new"), "--fail-on-regression")
+    assert result.returncode == 1 and "REGRESSION cell int8 in new: not in this sweep" in result.stderr

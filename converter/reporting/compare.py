@@ -117,13 +117,15 @@ def _delta(base: dict[str, Any], new: dict[str, Any], unpaired_because: Optional
                     "improvement": bool(change_ci and change_ci[0] > 0)}
 
 
-def comparison(paths: list[Path], baseline: Optional[str] = None) -> dict[str, Any]:
-    """The comparison as plain data (what `convert compare --json` prints)."""
+def comparison(paths: list[Path], baseline: Optional[str] = None, labels: Optional[list[str]] = None) -> dict[str, Any]:
+    """The comparison as plain data (what `convert compare --json` prints); sweep folders are compared cell by cell."""
     if not paths:
         raise UserError("compare: name at least one run folder or report.json")
+    if all((Path(p) / "sweep.json").is_file() for p in paths):
+        return sweep_comparison([Path(p) for p in paths], baseline)
     loaded = [load_report(Path(p)) for p in paths]
     reports = [r for r, _ in loaded]
-    labels = run_labels(list(paths), reports)
+    labels = labels or run_labels(list(paths), reports)
     base_index = pick_baseline(baseline, labels, list(paths))
     keys: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for index, (report, (_, file)) in enumerate(zip(reports, loaded)):
@@ -155,6 +157,41 @@ def comparison(paths: list[Path], baseline: Optional[str] = None) -> dict[str, A
                   "passed": r.get("passed"), "samples": (r.get("reference") or {}).get("samples"),
                   "machine": machine_line(r["machine"]) if r.get("machine") else None}
                  for label, r, (_, file) in zip(labels, reports, loaded)],
+        "rows": rows, "regressions": regressions,
+    }
+
+
+def sweep_comparison(paths: list[Path], baseline: Optional[str] = None) -> dict[str, Any]:
+    """Sweeps against a baseline sweep, cell by cell: each cell's runs compared as runs are (paired on the cell's
+    own evaluation data), its rows named `<cell>/<artifact>`. A baseline cell another sweep lacks is a regression."""
+    sweeps = []
+    for path in paths:
+        try:
+            sweeps.append(json.loads((path / "sweep.json").read_text()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{path / 'sweep.json'}: unreadable sweep: {error}") from None
+    names = [str(s.get("name", MISSING)) for s in sweeps]
+    labels = names if len(set(names)) == len(names) else [p.name for p in paths]
+    if len(set(labels)) != len(labels):
+        labels = [f"sweep {i + 1}" for i in range(len(paths))]
+    base_index = pick_baseline(baseline, labels, paths)
+    cells = [[c["name"] for c in s.get("cells", [])] for s in sweeps]
+    rows, regressions = [], []
+    for cell in cells[base_index]:
+        missing = [label for label, names_ in zip(labels, cells) if cell not in names_]
+        regressions += [f"cell {cell} in {label}: not in this sweep" for label in missing]
+        present = [(path, label) for path, label, names_ in zip(paths, labels, cells) if cell in names_]
+        if len(present) < 2:
+            continue
+        data = comparison([p / "cells" / cell for p, _ in present], labels[base_index], [label for _, label in present])
+        rows += [{**row, "artifact": f"{cell}/{row['artifact']}"} for row in data["rows"]]
+        regressions += [f"{cell}/{text}" for text in data["regressions"]]
+    return {
+        "baseline": labels[base_index], "confidence": 0.95, "kind": "sweep",
+        "runs": [{"label": label, "path": str(path), "name": s.get("name"), "recipe_hash": None,
+                  "passed": s.get("passed"), "cells": len(s.get("cells", [])),
+                  "machine": machine_line(s["machine"]) if s.get("machine") else None}
+                 for label, path, s in zip(labels, paths, sweeps)],
         "rows": rows, "regressions": regressions,
     }
 

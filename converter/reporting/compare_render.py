@@ -57,10 +57,15 @@ def _table_cells(data: dict[str, Any]) -> list[list[Cell]]:
 def _about(data: dict[str, Any]) -> list[str]:
     lines = []
     for run in data["runs"]:
-        line = (f"{run['label']}: {run['path']}, recipe {str(run.get('recipe_hash') or MISSING)[:12]}, "
-                f"{'passed' if run.get('passed') else 'failed'}, {run.get('samples') or MISSING} samples")
+        what = (f"{run['cells']} cells" if "cells" in run else
+                f"recipe {str(run.get('recipe_hash') or MISSING)[:12]}, {run.get('samples') or MISSING} samples")
+        line = f"{run['label']}: {run['path']}, {what}, {'passed' if run.get('passed') else 'failed'}"
         lines.append(line + (f"; {run['machine']}" if run.get("machine") else ""))
     return lines
+
+
+def _what(data: dict[str, Any]) -> str:
+    return "sweeps, cell by cell" if data.get("kind") == "sweep" else "runs"
 
 
 def headline(data: dict[str, Any]) -> str:
@@ -71,7 +76,7 @@ def headline(data: dict[str, Any]) -> str:
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    lines = ["# Comparison of runs", "", f"**{headline(data)}**", ""]
+    lines = [f"# Comparison of {_what(data)}", "", f"**{headline(data)}**", ""]
     lines += [f"- {r}" for r in data["regressions"]] + ([""] if data["regressions"] else [])
     lines += [f"- {line}" for line in _about(data)] + ["", NOTE, ""]
     lines += table(HEADER, [[markdown_cell(c) for c in row] for row in _table_cells(data)])
@@ -82,6 +87,6 @@ def render_html(data: dict[str, Any]) -> str:
     regressions = bullet_list(data["regressions"]) if data["regressions"] else ""
     box = (f'<div class="verdict {"failed" if data["regressions"] else "passed"}"><p><strong>'
            f'{html.escape(headline(data))}</strong></p>{regressions}</div>')
-    body = ["<h1>Comparison of runs</h1>", box, bullet_list(_about(data)), f"<p>{html.escape(NOTE)}</p>",
+    body = [f"<h1>Comparison of {_what(data)}</h1>", box, bullet_list(_about(data)), f"<p>{html.escape(NOTE)}</p>",
             cell_table(HEADER, _table_cells(data))]
-    return page("Comparison of runs", "\n".join(body))
+    return page(f"Comparison of {_what(data)}", "\n".join(body))
