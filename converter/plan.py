@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 from converter import backends as backend_table
 from converter import formats
 from converter.recipe.loader import LoadedRecipe
-from converter.recipe.schema import DatasetSpec, ExportBase, Recipe
+from converter.recipe.schema import SEARCHED_FORMATS, DatasetSpec, ExportBase, Recipe
 from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
@@ -250,7 +250,7 @@ def _search_steps(plan: Plan, recipe: Recipe, spec: ExportBase, node: str,
                                     {"part": part, "holdout": search.holdout, "seed": search.seed, "take": verify.limit},
                                     {"data": plan.data["eval"].id}, {}, _versions("numpy")))
     outputs = {part: plan.add(_outputs_step(plan, node, parts[part], None, verify.batch_size)) for part in parts}
-    backend = search.backend or "tfjs-wasm"
+    backend = search.backend or SEARCHED_FORMATS[spec.format]
     config = {"export": export_config(spec), "search": search.model_dump(mode="json"), "backend": backend,
               "batch_size": verify.batch_size,
               "budget": recipe.verify.budget().merged(spec.searched_budget()).model_dump(exclude_none=True)}

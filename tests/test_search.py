@@ -38,8 +38,17 @@ def recipe(model_path, **search):
 
 # ----------------------------------------------------------------------------- recipe keys (no TensorFlow)
 @pytest.mark.parametrize("export, key, text", [
-    ({"format": "tflite", "search": {}}, "exports.0.search", "only tfjs_graph and tfjs_layers exports are searched"),
-    ({"format": "onnx", "search": {}}, "exports.0.search", "only tfjs_graph and tfjs_layers exports are searched"),
+    ({"format": "onnx", "search": {}}, "exports.0.search", "only tfjs_graph, tfjs_layers, tflite exports are searched"),
+    ({"format": "tflite", "search": {}}, "exports.0.quantization", "set quantization: int8, not 'none'"),
+    ({"format": "tflite", "quantization": "float16", "search": {}}, "exports.0.quantization", "not 'float16'"),
+    ({"format": "tflite", "quantization": "int8", "keep_float_nodes": ["a"], "search": {}}, "exports.0.keep_float_nodes",
+     "not both"),
+    ({"format": "tflite", "quantization": "int8", "keep_float_ops": ["MEAN"], "search": {}}, "exports.0.keep_float_ops",
+     "not both"),
+    ({"format": "tflite", "quantization": "int8", "search": {"space": {"dtypes": ["uint8", "float32"]}}},
+     "exports.0.search.space", "TF.js's"),
+    ({"format": "tflite", "quantization": "int8", "search": {"backend": "tfjs-wasm"}}, "exports.0.search.backend",
+     "cannot run a tflite"),
     ({"format": "tfjs_graph", "quantize": {"uint8": ["*"]}, "search": {}}, "exports.0.quantize", "not both"),
     ({"format": "tfjs_graph", "search": {"max_trial": 3}}, "exports.0.search.max_trial", "did you mean 'max_trials'"),
     ({"format": "tfjs_graph", "search": {"objective": "latency"}}, "exports.0.search", "not searched yet"),
@@ -55,6 +64,15 @@ def test_bad_search_keys_name_the_key(export, key, text, tmp_path):
     with pytest.raises(RecipeError) as caught:
         load_recipe(data)
     assert str(caught.value).startswith(key) and text in str(caught.value), str(caught.value)
+
+
+def test_a_tflite_search_with_float16_exits_2_naming_the_key(write_recipe, tmp_path):
+    path = write_recipe({"name": "t", "model": {"path": str(tmp_path)}, "data": {"eval": {"source": "digits"}},
+                         "exports": [{"name": "s", "format": "tflite", "quantization": "float16", "search": {}}]})
+    result = run_cli("validate", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: exports.0.quantization") and "int8" in lines[0], lines
 
 
 def test_search_needs_eval_data_and_validate_exits_2_with_one_error_line(write_recipe, tmp_path):
@@ -246,3 +264,91 @@ def test_the_prune_order_does_not_depend_on_hashing():
     runs = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                            env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(runs) == 1
+
+
+# ----------------------------------------------------------------------------- TFLite: int8 with nodes kept float
+# The model: digits -> Conv2D 'conv' (8, relu) -> Flatten -> Dense 'hidden' (16, relu) -> Dense 'head' (10), random
+# He-normal weights, except head's bias for class 0: -1000. Class 0 is never the top-1 in float, but int8 activations
+# share one scale per tensor: the head's output range (-1000..~5) makes its step 3.9, which rounds the other nine
+# logits (spread of a few units) to one or two levels. Measured on the 200 samples: the all-int8 model agrees with
+# the float top-1 on 5.5 % of them, with the head kept float on 99.5 %, with any other node kept float on 5.5-6 %.
+# A budget of min_top1_agreement 0.9 therefore holds exactly when the head is float.
+# The head's whole-tensor SQNR is the best of the four nodes (51.7 dB: the huge logit is the signal), so a ranking
+# by it puts the head last; the median channel's SQNR puts it first (0 dB: nine of its ten channels round to 0).
+HEAD = "StatefulPartitionedCall:0"  # the head's node name, as keep_float_nodes takes it
+
+
+def tflite_recipe(model_path, **search):
+    digits = {"source": "digits", "split": "test", "limit": 200, "preprocess": {"scale": "1/16", "channels": "gray"}}
+    return {
+        "name": "search-tflite", "model": {"path": str(model_path)},
+        "data": {"eval": digits, "calibration": {**digits, "split": "train"}},
+        "exports": [{"name": "tflite-search", "format": "tflite", "quantization": "int8", "calibration_samples": 50,
+                     "search": {"budget": {"min_top1_agreement": 0.9}, **search}}],
+        "verify": {"max_top1_drop": None, "parity_samples": 8},
+        "benchmark": {"enabled": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def logit_outlier_model(tmp_path_factory):
+    from converter.tf_env import keras
+
+    k = keras()
+    inputs = k.Input((8, 8, 1))
+    x = k.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = k.layers.Flatten()(x)
+    x = k.layers.Dense(16, activation="relu", name="hidden")(x)
+    model = k.Model(inputs, k.layers.Dense(10, name="head")(x))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if not layer.get_weights():
+            continue
+        kernel, bias = layer.get_weights()
+        kernel = rng.normal(0, np.sqrt(2 / np.prod(kernel.shape[:-1])), kernel.shape).astype(np.float32)
+        bias = rng.normal(0, 0.1, bias.shape).astype(np.float32)
+        if layer.name == "head":
+            bias[0] = -1000.0
+        layer.set_weights([kernel, bias])
+    path = tmp_path_factory.mktemp("search") / "logit_outlier.h5"
+    model.save(path)
+    return path
+
+
+def test_tflite_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit_outlier_model, tmp_path):
+    import math
+
+    from converter import api
+    from converter.steps.split import indices
+
+    report = api.run(tflite_recipe(logit_outlier_model), out=tmp_path / "run")
+    artifact = report.artifact("tflite-search")
+    search = artifact["details"]["search"]
+    nodes = search["nodes"]
+    ranked = sorted(nodes, key=lambda n: -n["sensitivity"])
+    assert ranked[0]["name"] == HEAD, nodes  # the median channel SQNR ranks the wrecked node first
+    assert search["keep_float_nodes"] == [HEAD] and search["recipe"] == {"keep_float_nodes": [HEAD]}, search["stop_reason"]
+    assert {n["name"]: n["level"] for n in nodes if n["level"] != "int8"} == {HEAD: "float"}
+    # the all-int8 floor failed, and the search went straight to the head: anchor, floor, then a bisection over the
+    # ranked nodes whose every step held (the head in each prefix); no prune trial, which a ranking that put the head
+    # anywhere but first would have needed (the prefix found would hold other nodes to put back)
+    phases = [t["phase"] for t in search["trials"]]
+    assert phases[:2] == ["anchor", "floor"] and search["trials"][1]["verdict"] == "failed"
+    assert "prune" not in phases and len(phases) <= 2 + math.ceil(math.log2(len(nodes))), phases
+    assert all(t["verdict"] == "passed" for t in search["trials"] if t["phase"] == "bisect")
+    # the verdict: the chosen artifact on the held-out part, in LiteRT
+    (evaluation,) = artifact["evaluations"]
+    assert evaluation["backend"] == "tflite" and evaluation["status"] == "passed" and report.passed
+    assert evaluation["per_sample"]["n"] == len(indices(200, 0.5, 0, "holdout"))
+    assert evaluation["metrics"]["top1_agreement"] >= 0.9
+    # the published artifact is that map: the head's FULLY_CONNECTED runs in float, the others in int8
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tmp_path / "run" / "artifacts" / "tflite-search" / "model.tflite"))
+    kinds = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
+            kinds.setdefault(op["op_name"], []).append(interpreter._get_tensor_details(op["inputs"][1], 0)["dtype"].__name__)
+    assert kinds == {"CONV_2D": ["int8"], "FULLY_CONNECTED": ["int8", "float32"]}, kinds
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "## Search: tflite-search" in markdown and "`keep_float_nodes:`" in markdown and f"- {HEAD}" in markdown

@@ -48,7 +48,16 @@ def _interpreter(content: bytes):
 
 
 def local_errors(debug: bytes, x: np.ndarray, artifact_quantization: dict[str, tuple[float, int]]) -> dict[str, Any]:
-    """{'layers': {artifact tensor name: {'sqnr_db', 'cosine'}}, 'scales_match': k, 'scales_compared': n}.
+    """{'layers': {artifact tensor name: {'sqnr_db', 'cosine'}}, 'scales_match': k, 'scales_compared': n}."""
+    values, same, compared = local_values(debug, x, artifact_quantization)
+    layers = {ours: compare(reference, value) for ours, (reference, value) in values.items()}
+    return {"layers": layers, "scales_match": same, "scales_compared": compared}
+
+
+def local_values(debug: bytes, x: np.ndarray, artifact_quantization: dict[str, tuple[float, int]]
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int, int]:
+    """({artifact tensor name: (float twin's output, quantized op's output dequantized)}, scales matching, scales
+    compared).
 
     The debug model names its tensors after the artifact's with digits appended ('.../Conv2D1' becomes
     '.../Conv2D11'), so the two are aligned by name without trailing digits, in op order."""
@@ -72,8 +81,7 @@ def local_errors(debug: bytes, x: np.ndarray, artifact_quantization: dict[str, t
             floats.setdefault(detail["name"], []).append(interpreter.get_tensor(reference).astype(np.float32))
             dequantized.setdefault(detail["name"], []).append(value)
     names = align(list(artifact_quantization), [detail["name"] for detail, _ in pairs])
-    layers = {ours: compare(np.concatenate(floats[theirs]), np.concatenate(dequantized[theirs]))
-              for ours, theirs in names.items()}
+    values = {ours: (np.concatenate(floats[theirs]), np.concatenate(dequantized[theirs])) for ours, theirs in names.items()}
     back = {theirs: ours for ours, theirs in names.items()}
     same = compared = 0
     for detail, _ in pairs:
@@ -82,7 +90,7 @@ def local_errors(debug: bytes, x: np.ndarray, artifact_quantization: dict[str, t
             continue
         compared += 1
         same += bool(np.isclose(theirs[0], detail["quantization"][0], rtol=1e-6) and theirs[1] == detail["quantization"][1])
-    return {"layers": layers, "scales_match": same, "scales_compared": compared}
+    return values, same, compared
 
 
 def denylist_names(calibrated: bytes, artifact_names: list[str]) -> dict[str, str]:

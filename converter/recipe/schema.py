@@ -313,7 +313,7 @@ class Quantize(Strict):
         return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")"
 
 
-SEARCHED_FORMATS = ("tfjs_graph", "tfjs_layers")
+SEARCHED_FORMATS = {"tfjs_graph": "tfjs-wasm", "tfjs_layers": "tfjs-wasm", "tflite": "tflite"}  # -> default backend
 TFJS_DTYPES = ("uint8", "uint16", "float16", "float32")
 
 
@@ -356,8 +356,10 @@ class Search(Strict):
         "fail", description="A candidate whose drop or agreement is within noise of the budget on the search part "
         "(its 95 % interval straddles it): 'fail' rejects it (the search picks the best of many candidates, so one "
         "that passes by luck would fail on the held-out part), 'point' judges the measured value.")
-    backend: Optional[Backend] = Field(None, description="Backend that scores the candidates; default tfjs-wasm for TF.js.")
-    space: TfjsSearchSpace = Field(default_factory=TfjsSearchSpace, description="The choices per weight.")
+    backend: Optional[Backend] = Field(None, description="Backend that scores the candidates; default tfjs-wasm for TF.js, "
+                                       "tflite for TFLite.")
+    space: TfjsSearchSpace = Field(default_factory=TfjsSearchSpace, description="The choices per weight (TF.js; a TFLite "
+                                   "search has no choices to set: int8, or float for the nodes it keeps float).")
 
     @model_validator(mode="after")
     def _searched_objective(self) -> "Search":
@@ -374,7 +376,8 @@ class ExportBase(Strict):
     verify: Optional[Budget] = Field(None, description="Budget overrides for this export.")
     backends: Optional[list[Backend]] = Field(None, description="Backends to evaluate and time on; default every one that can run the format.")
     search: Optional[Search] = Field(None, description="Search the smallest quantization within a budget instead of fixed "
-                                     f"settings ({', '.join(SEARCHED_FORMATS)} so far).")
+                                     f"settings ({', '.join(SEARCHED_FORMATS)} so far; TFLite: int8 with the fewest "
+                                     "nodes kept float).")
 
     @field_validator("name")
     @classmethod
@@ -388,9 +391,22 @@ class ExportBase(Strict):
         fmt = getattr(self, "format", None)
         if fmt not in SEARCHED_FORMATS:
             raise problems("ExportBase", [(("search",), "search", "only {f} exports are searched so far, not '{fmt}'",
-                                           {"f": " and ".join(SEARCHED_FORMATS), "fmt": fmt})])
+                                           {"f": ", ".join(SEARCHED_FORMATS), "fmt": fmt})])
         if getattr(self, "quantize", None) is not None:
             raise problems("ExportBase", [(("quantize",), "search", "give either 'quantize' or 'search', not both", {})])
+        if fmt == "tflite":
+            if getattr(self, "quantization", None) != "int8":
+                raise problems("ExportBase", [(("quantization",), "search", "a TFLite search keeps nodes float in a "
+                                               "full-integer model: set quantization: int8, not '{q}'",
+                                               {"q": getattr(self, "quantization", None)})])
+            for key in ("keep_float_nodes", "keep_float_ops"):
+                if getattr(self, key, None):
+                    raise problems("ExportBase", [((key,), "search", "give either '{key}' or 'search', not both: the "
+                                                   "search chooses the nodes kept float", {"key": key})])
+            if "space" in self.search.model_fields_set:
+                raise problems("ExportBase", [(("search", "space"), "search", "space is TF.js's (weight dtypes): a "
+                                               "TFLite search chooses between int8 and float per node, with no setting",
+                                               {})])
         if self.search.backend is not None and fmt not in BACKENDS[self.search.backend].formats:
             raise problems("ExportBase", [(("search", "backend"), "search", "backend '{b}' cannot run a {fmt} model",
                                            {"b": self.search.backend, "fmt": fmt})])

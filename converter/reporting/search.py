@@ -1,5 +1,6 @@
 """The search sections of report.md and report.html: per searched artifact, why it stopped, the search and held-out
-scores, the trial log (with the size-against-drop frontier marked), and the final map as a pasteable `quantize:`."""
+scores, the trial log (with the size-against-drop frontier marked), and the final map in recipe terms, pasteable as a
+fixed export (TF.js: `quantize:`; TFLite: `keep_float_nodes:`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,9 +10,9 @@ import yaml
 
 from converter.reporting.text import fmt
 
-TRIAL_HEADER = ["#", "phase", "weights per dtype", "size", "of float", "weight bytes of float", "top-1 drop (pts)",
+TRIAL_HEADER = ["#", "phase", "items per level", "size", "of float", "weight bytes of float", "top-1 drop (pts)",
                 "verdict", "frontier", "cached"]
-WEIGHT_HEADER = ["weight", "dtype", "elements", "sensitivity"]
+WEIGHT_HEADER = ["item", "level", "weight elements", "sensitivity"]
 
 
 @dataclass
@@ -19,8 +20,10 @@ class SearchSection:
     name: str
     summary: list[str]  # sentences
     trials: list[list[str]]
-    quantize_yaml: str
-    widened: list[list[str]]  # weights not at the most compressed dtype
+    quantize_yaml: str  # the chosen map as recipe keys
+    keys: str  # which keys: 'quantize', 'keep_float_nodes'
+    widened: list[list[str]]  # items not at the most compressed level
+    kind: str  # 'weight', 'node'
 
 
 def sections(report: dict[str, Any]) -> list[SearchSection]:
@@ -50,21 +53,24 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
     summary = [
         f"Candidates scored in {search.get('backend')} on {search.get('search_samples')} search samples; objective "
         f"{search.get('objective')}; budget {budget}; {len(trials)} of at most {search.get('max_trials')} trials; "
-        f"weights ranked by {search.get('ranking')}.",
+        f"{search.get('item_kind', 'weight')}s ranked by {search.get('ranking')}.",
         f"Stopped: {search.get('stop_reason')}.",
         f"Chosen: trial {search.get('chosen_trial')}, {fmt(chosen.get('size_bytes'), 'bytes')} "
-        f"({chosen.get('size_ratio', 0):.3f} of the float TF.js artifact; weights "
-        f"{chosen.get('weight_ratio') or 0:.3f} of the float weights), top-1 drop "
+        f"({chosen.get('size_ratio', 0):.3f} of the float artifact"
+        + (f"; weights {chosen['weight_ratio']:.3f} of the float weights" if chosen.get("weight_ratio") else "")
+        + "), top-1 drop "
         f"{fmt(chosen.get('top1_drop'), 'pts')} pts on the search part.",
         f"Held-out part ({reference.get('samples', '?')} samples the search never saw; the verdict): "
         f"{held_text or 'not evaluated'}.",
     ]
-    quantize = search.get("quantize")
-    text = yaml.safe_dump({"quantize": quantize}, sort_keys=False, width=1000) if quantize else "quantize: null\n"
-    base = (search.get("dtypes") or ["uint8"])[0]
-    widened = [[w["name"], w["dtype"], str(w["elements"]), f"{w['sensitivity']:.4g}"]
-               for w in search.get("weights", []) if w["dtype"] != base]
-    return SearchSection(artifact["name"], summary, rows, text, widened)
+    keys = search.get("recipe") or {"quantize": search.get("quantize")}
+    text = yaml.safe_dump(keys, sort_keys=False, width=1000)
+    base = (search.get("levels") or search.get("dtypes") or ["uint8"])[0]
+    items = search.get("nodes") or search.get("weights", [])
+    widened = [[w["name"], w.get("level", w.get("dtype")), str(w["elements"]), f"{w['sensitivity']:.4g}"]
+               for w in items if w.get("level", w.get("dtype")) != base]
+    return SearchSection(artifact["name"], summary, rows, text, ", ".join(f"`{k}:`" for k in keys), widened,
+                         search.get("item_kind", "weight"))
 
 
 def _frontier(trials: list[dict[str, Any]]) -> set[int]:
@@ -82,10 +88,11 @@ def markdown(report: dict[str, Any]) -> list[str]:
     for section in sections(report):
         lines += ["", f"## Search: {section.name}", ""] + [" ".join(section.summary), ""]
         lines += table(TRIAL_HEADER, section.trials)
-        lines += ["", "The chosen map, pasteable as a fixed export's `quantize:`:", "", "```yaml",
+        lines += ["", f"The chosen map, pasteable as a fixed export's {section.keys}:", "", "```yaml",
                   section.quantize_yaml.rstrip(), "```"]
         if section.widened:
-            lines += ["", "Weights kept wider than the most compressed dtype:", ""] + table(WEIGHT_HEADER, section.widened)
+            lines += ["", f"{section.kind.capitalize()}s kept wider than the most compressed level:", ""] \
+                + table(WEIGHT_HEADER, section.widened)
     return lines
 
 
@@ -99,8 +106,9 @@ def html(report: dict[str, Any]) -> list[str]:
         parts += [f"<h2>Search: {escape.escape(section.name)}</h2>",
                   "<p>" + "<br>".join(escape.escape(s) for s in section.summary) + "</p>",
                   html_table(TRIAL_HEADER, section.trials),
-                  "<p>The chosen map, pasteable as a fixed export's <code>quantize:</code>:</p>",
+                  f"<p>The chosen map, pasteable as a fixed export's {escape.escape(section.keys)}:</p>",
                   f"<pre>{escape.escape(section.quantize_yaml)}</pre>"]
         if section.widened:
-            parts += ["<p>Weights kept wider than the most compressed dtype:</p>", html_table(WEIGHT_HEADER, section.widened)]
+            parts += [f"<p>{section.kind.capitalize()}s kept wider than the most compressed level:</p>",
+                      html_table(WEIGHT_HEADER, section.widened)]
     return parts

@@ -139,3 +139,13 @@ def describe(weights: list[Weight], assignment: dict[str, str], scores: dict[str
     """The per-weight map: name, dtype, elements, sensitivity score, in manifest order."""
     return [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
              "sensitivity": float(f"{scores.get(w.name, 0.0):.4g}")} for w in weights]
+
+
+def space(weights: list[Weight], dtypes: list[str], ranking: str):
+    """The search space of a float TF.js artifact's weights: one dtype each, built with a `quantize:` map."""
+    from converter.search.space import Space
+
+    scored = rank(weights, dtypes[0], ranking)
+    return Space("weight", ranking, list(dtypes), [n for n, _ in scored], dict(scored),
+                 {w.name: w.elements for w in weights}, lambda assignment: {"quantize": to_quantize(assignment)},
+                 [w.name for w in weights])

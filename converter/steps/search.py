@@ -1,15 +1,17 @@
-"""Step `search`: the smallest TF.js artifact of an export that holds its budget on the search part of data.eval.
+"""Step `search`: the smallest artifact of an export that holds its budget on the search part of data.eval.
 
 Plans are static and candidates are not: the search step is one step of the plan (its entry holds the chosen
 artifact, so the export's checks, latency rows and publication treat it like any export), and inside it every
 candidate is two steps of their own, materialized through the same cache protocol as the plan's steps:
 
-- `export` with the candidate's `quantize:` map: the same config, parents and id as a fixed export with that map,
-  so a candidate and a pasted fixed export reuse each other;
+- `export` with the candidate's keys (TF.js: a `quantize:` map; TFLite: `keep_float_nodes`): the same config,
+  parents and id as a fixed export with those keys, so a candidate and a pasted fixed export reuse each other;
 - `score` (below): the candidate on the search part in the search backend.
 
-A re-run, or a search with another budget or more trials, rebuilds and rescores nothing it has seen. The step
-never reads the held-out part: its parents are the search part and the reference outputs on it.
+The format's search space (converter/search/*_space.py, opened by SPACES below) says what the items and levels are
+and ranks the items; the strategy (converter/search/strategy.py) and everything here are format-free. A re-run,
+or a search with another budget or more trials, rebuilds and rescores nothing it has seen. The step never reads
+the held-out part: its parents are the search part and the reference outputs on it.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ def run(ctx: StepContext) -> dict[str, Any]:
     from converter import backends
     from converter.artifact_files import describe_files
     from converter.recipe.schema import Budget, Search
-    from converter.search import tfjs_space
     from converter.search.strategy import RevertSearch
 
     started = time.perf_counter()
@@ -41,22 +42,19 @@ def run(ctx: StepContext) -> dict[str, Any]:
     search = Search.model_validate(ctx.config["search"])
     budget = Budget(**ctx.config["budget"])
     runner = _Candidates(ctx, name, budget)
-    floor_dtype = search.space.dtypes[0]
-    float_outcome = runner.export(None)
-    weights = tfjs_space.read_weights(float_outcome.entry.path / "artifact")
+    opened = SPACES[ctx.config["export"]["format"]](runner, search)
+    space, float_outcome = opened.space, opened.float_outcome
+    runner.space = space
     float_bytes = float_outcome.record["size_bytes"]
     runner.float_weight_bytes = float_outcome.record.get("details", {}).get("weight_bytes") or float_bytes
-    scored = tfjs_space.rank(weights, floor_dtype, search.space.ranking)
-    scores = dict(scored)
-    elements = {w.name: w.elements for w in weights}
-    ctx.log(f"search {name}: {len(weights)} weights ranked by {search.space.ranking}; "
+    ctx.log(f"search {name}: {len(space.ranked)} {space.kind}s ranked by {space.ranking}; "
             f"at most {search.max_trials} candidates on {ctx.parents['data'].record.get('samples')} samples")
 
     def evaluate(assignment: dict[str, str], phase: str):
         return runner.trial(assignment, phase, search.objective, float_bytes)
 
-    outcome = RevertSearch([n for n, _ in scored], list(search.space.dtypes), evaluate, search.max_trials,
-                           saving=lambda item: elements[item]).run()
+    outcome = RevertSearch(space.ranked, space.levels, evaluate, search.max_trials,
+                           saving=lambda item: space.elements.get(item, 0)).run()
     chosen = outcome.best
     notes = []
     if chosen is None:
@@ -68,28 +66,88 @@ def run(ctx: StepContext) -> dict[str, Any]:
         notes.append(f"no candidate held the budget on the search part ({outcome.stop_reason}): trial {chosen.index}, "
                      "the one with the smallest drop, is kept and checked on the held-out part")
     shutil.copytree(Path(chosen.record["_entry"]) / "artifact", ctx.out / "artifact")
-    quantize = tfjs_space.to_quantize(chosen.assignment)
+    keys = space.export_keys(chosen.assignment)
     ctx.log(f"search {name}: {outcome.stop_reason}; chosen trial {chosen.index} "
-            f"({chosen.record['size_bytes']} bytes, {tfjs_space.summary(chosen.assignment)})")
+            f"({chosen.record['size_bytes']} bytes, {space.summary(chosen.assignment)})")
     trials = [{k: v for k, v in t.record.items() if not k.startswith("_")} for t in outcome.trials]
     details = {
         **chosen.record.get("_details", {}),
         "search": {
             "objective": search.objective, "budget": budget.model_dump(exclude_none=True), "backend": ctx.config["backend"],
-            "max_trials": search.max_trials, "ranking": search.space.ranking, "dtypes": list(search.space.dtypes),
-            "holdout": search.holdout, "seed": search.seed,
+            "max_trials": search.max_trials, "ranking": space.ranking, "item_kind": space.kind,
+            "levels": list(space.levels), "holdout": search.holdout, "seed": search.seed,
             "search_samples": ctx.parents["data"].record.get("samples"),
             "float_size_bytes": float_bytes, "float_weight_bytes": runner.float_weight_bytes,
             "float_export_id": float_outcome.step.id,
             "trials": trials, "stop_reason": outcome.stop_reason, "chosen_trial": chosen.index,
             "chosen_passed": chosen.passed,
             "search_metrics": chosen.record.get("metrics", {}),
-            "quantize": quantize,
-            "weights": tfjs_space.describe(weights, chosen.assignment, scores),
+            "recipe": keys,  # the chosen map in recipe terms: pasteable as a fixed export's keys
+            **opened.details(chosen.assignment),
         },
     }
     return {"seconds": round(time.perf_counter() - started, 2), "notes": notes + chosen.record.get("_notes", []),
             "details": details, **describe_files(ctx.out / "artifact")}
+
+
+class _Opened:
+    """A format's space, opened on real artifacts: the space, the float export its sizes are measured against, and
+    the format's own entries of the search details (TF.js keeps `quantize`, `weights`, `dtypes`)."""
+
+    def __init__(self, space, float_outcome, details):
+        self.space, self.float_outcome, self.details = space, float_outcome, details
+
+
+def _tfjs(runner: "_Candidates", search) -> _Opened:
+    from converter.search import tfjs_space
+
+    float_outcome = runner.export({"quantize": None}, required=True)
+    weights = tfjs_space.read_weights(float_outcome.entry.path / "artifact")
+    space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking)
+
+    def details(assignment: dict[str, str]) -> dict[str, Any]:
+        weights_map = [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
+                        "sensitivity": float(f"{space.scores.get(w.name, 0.0):.4g}")} for w in weights]
+        return {"dtypes": list(space.levels), "quantize": tfjs_space.to_quantize(assignment), "weights": weights_map}
+
+    return _Opened(space, float_outcome, details)
+
+
+def _tflite(runner: "_Candidates", search) -> _Opened:
+    """Int8 with nodes kept float: the float reference is the unquantized export; the nodes are ranked on the
+    all-int8 export (the search's floor candidate, built here once and reused from the cache by the search)."""
+    from converter.exports.tflite import is_qat_model
+    from converter.search import tflite_space
+    from converter.steps.export import calibration_samples
+    from converter.steps.data import load
+    from converter.steps.stage import model_ref
+
+    ctx = runner.ctx
+    ref = model_ref(ctx.parents["model"])
+    if is_qat_model(ref):
+        raise StepFailed(f"{runner.name}: search: the model is quantization-aware trained, and TFLite ignores "
+                         "keep_float_nodes on it: nothing to search")
+    float_outcome = runner.export({"quantization": "none", "input_type": "float32", "output_type": "float32"}, required=True)
+    floor = runner.export({"keep_float_nodes": []})
+    if not floor.ok:
+        raise StepFailed(f"{runner.name}: search: the all-int8 export fails: {floor.error}")
+
+    x = load(ctx.parents["data"]).x
+    try:
+        space = tflite_space.space(ref, runner.spec({"keep_float_nodes": []}), calibration_samples(ctx.parents["calibration"]),
+                                   x if isinstance(x, dict) else x[:RANK_SAMPLES], floor.entry.path / "artifact" / "model.tflite")
+    except ValueError as error:
+        raise StepFailed(f"{runner.name}: search: {error}") from None
+
+    def details(assignment: dict[str, str]) -> dict[str, Any]:
+        nodes = space.describe(assignment, lambda node: {"median_channel_sqnr_db": -space.scores[node]})
+        return {"keep_float_nodes": space.export_keys(assignment)["keep_float_nodes"], "nodes": nodes}
+
+    return _Opened(space, float_outcome, details)
+
+
+RANK_SAMPLES = 64  # samples of the search part the TFLite nodes are ranked on (one LiteRT call per sample)
+SPACES = {"tfjs_graph": _tfjs, "tfjs_layers": _tfjs, "tflite": _tflite}
 
 
 class _Candidates:
@@ -103,22 +161,29 @@ class _Candidates:
         self.count = 0  # candidates tried so far
         self.within_noise = ctx.config["search"].get("within_noise", "fail")
         self.float_weight_bytes = 1
-        self.export_parents = {role: ctx.step.parents[role] for role in ("model", "class_names") if role in ctx.step.parents}
+        self.space = None
 
-    def export(self, quantize: dict[str, list[str]] | None):
-        from converter.executor import materialize
-        from converter.plan import Step, _versions, export_config
-        from converter import formats
+    def spec(self, keys: dict[str, Any]):
         from converter.recipe.schema import Export
 
-        base = self.ctx.config["export"]
-        spec = TypeAdapter(Export).validate_python({**base, "quantize": quantize, "name": self.name})
-        step = Step("export", f"export {self.name} (search candidate)", export_config(spec), self.export_parents, {},
+        return TypeAdapter(Export).validate_python({**self.ctx.config["export"], **keys, "name": self.name})
+
+    def export(self, keys: dict[str, Any], required: bool = False):
+        """The export with `keys` over the searched export's own, as a fixed export with them would be planned;
+        `required`: a failure fails the search (the float reference), else it is the candidate's verdict."""
+        from converter.executor import materialize
+        from converter.plan import CALIBRATED, Step, _versions, export_config
+        from converter import formats
+
+        spec = self.spec(keys)
+        roles = ["model", "class_names"] + (["calibration"] if getattr(spec, "quantization", "none") in CALIBRATED else [])
+        export_parents = {role: self.ctx.step.parents[role] for role in roles if role in self.ctx.step.parents}
+        step = Step("export", f"export {self.name} (search candidate)", export_config(spec), export_parents, {},
                     _versions(*formats.FORMATS[spec.format].tools), {"name": self.name})
-        parents = {role: self.ctx.parents[role] for role in self.export_parents}
+        parents = {role: self.ctx.parents[role] for role in export_parents}
         quiet = (lambda message: None if message.startswith(f"export {self.name}:") else self.ctx.log(message))
         outcome = materialize(step, self.store, parents, self.ctx.recompute, quiet)
-        if outcome.error is not None and quantize is None:
+        if outcome.error is not None and required:
             raise StepFailed(f"{self.name}: {outcome.error}")
         return outcome
 
@@ -137,13 +202,13 @@ class _Candidates:
 
     def trial(self, assignment: dict[str, str], phase: str, objective: str, float_bytes: int):
         from converter.budget import failures
-        from converter.search import tfjs_space
         from converter.search.strategy import Trial
 
         self.count += 1
-        quantize = tfjs_space.to_quantize(assignment)
-        made = self.export(quantize)
-        record: dict[str, Any] = {"phase": phase, "dtypes": tfjs_space.summary(assignment), "quantize": quantize}
+        keys = self.space.export_keys(assignment)
+        made = self.export(keys)
+        summary = self.space.summary(assignment)
+        record: dict[str, Any] = {"phase": phase, "dtypes": summary, **keys}
         if not made.ok:
             record.update(verdict="error", reasons=[made.error])
             return Trial(0, phase, assignment, False, None, record)
@@ -167,7 +232,7 @@ class _Candidates:
                       else "failed",
                       reasons=[str(f) for f in found])
         value = made.record["gzip_bytes"] if objective == "gzip_size" else made.record["size_bytes"]
-        self.ctx.log(f"search {self.name}: trial {self.count} {phase} {tfjs_space.summary(assignment)}: "
+        self.ctx.log(f"search {self.name}: trial {self.count} {phase} {summary}: "
                      f"{record['size_ratio']:.3f} of float, "
                      f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
         return Trial(0, phase, assignment, not found, value, record)
