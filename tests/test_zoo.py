@@ -56,6 +56,8 @@ LIMITATIONS = [
      "a-tfjs-layers-model-that-does-not-load"),
     ("ConvNeXt", "tfjs-layers", ".*", r"LayerScale is a layer tfjs-layers 4\.22 does not have.*tfjs_graph",
      "a-tfjs-layers-model-that-does-not-load"),
+    ("MobileNetV3", "tfjs-layers", ".*", r"weights are not set: Conv/BatchNorm/.*export the model as tfjs_graph",
+     "a-tfjs-layers-model-that-does-not-load"),  # layer names with '/': their weights nest in the h5 and are lost
 ]
 
 
@@ -140,6 +142,10 @@ def write_matrix() -> str:
     """docs/support-matrix.md from the results of the last zoo run (RESULTS/<family>/cells.json)."""
     found = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/cells.json"))]
     found.sort(key=lambda r: list(FAMILIES).index(r["family"]) if r["family"] in FAMILIES else 99)
+    for result in found:  # against today's LIMITATIONS: a limitation documented after the run counts
+        for row in result["rows"]:
+            if row["status"] in ("failed", "error"):
+                row["limitation"] = limitation(result["family"], row)
     lines = [
         "# Support matrix: Keras applications through every format and backend",
         "",
@@ -210,6 +216,8 @@ def _cell(row, footnotes: dict[str, int]) -> str:
         return "skipped"
     text = re.sub(r"^\S+ on \S+: ", "", row["reason"])
     text = re.sub(r"/\S+/(artifacts|[0-9a-z-]+/artifact)\S*", "<artifact>", text)[:400]
+    if row.get("limitation"):
+        text += f" ([why, and the change](troubleshooting.md#{row['limitation']}))"
     number = footnotes.setdefault(text, len(footnotes) + 1)
     return f"fails ({number})" if row.get("limitation") else f"fails ({number}, unexplained)"
 
