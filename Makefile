@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 JS := converter/runtimes/js
 STAMP := $(VENV)/.installed
 
-.PHONY: install chromium qemu demo test test-fast zoo clean docs
+.PHONY: fuzz install chromium qemu demo test test-fast zoo clean docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -43,8 +43,13 @@ qemu:
 demo: install
 	$(BIN)/convert run recipes/mobilenet.yaml
 
+# The default suite: everything but the zoo and the deep fuzz runs (their examples are random, 3000 by default:
+# a search for new bugs, not a check that can be repeated; `make fuzz` runs them).
 test: install qemu
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q --durations=25 -m "not fuzz"
+
+fuzz: install
+	$(BIN)/python -m pytest -q -m fuzz tests/test_recipe_fuzz.py
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

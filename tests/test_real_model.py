@@ -16,7 +16,9 @@ FLOAT = ("savedmodel", "tflite-float32", "onnx-float32", "tfjs-float32", "tfjs-l
 @pytest.fixture(scope="module")
 def imagenet_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("imagenet")
-    result = run_cli("run", "recipes/mobilenet-imagenet.yaml", "--out", str(out), "--no-benchmark", cwd=ROOT)
+    # --no-explain: the maps of its two intended collapses are measured in docs/explain.md, not asserted here
+    result = run_cli("run", "recipes/mobilenet-imagenet.yaml", "--out", str(out), "--no-benchmark", "--no-explain",
+                     cwd=ROOT)
     assert result.returncode == 1, result.stderr[-3000:]  # the uint8 and dynamic-int8 collapses fail, by design
     return json.loads((out / "report.json").read_text()), result
 

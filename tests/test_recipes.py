@@ -10,7 +10,9 @@ from conftest import ROOT, run_cli
 # recipe file -> overrides that shorten it (budgets may then fail: exit 1 is allowed, errors are not)
 SHORTENED = {
     "mobilenet.yaml": ["pipeline.0.epochs=1", "pipeline.1.epochs=1", "pipeline.2.epochs=1", "data.train.limit=256",
-                       "verify.limit=64", "exports.4.calibration_samples=32", "exports.8.calibration_samples=32"],
+                       "verify.limit=64", "exports.4.calibration_samples=32", "exports.8.calibration_samples=32",
+                       # the suite's time: the browser once (tfjs-float32), Node.js for the other TF.js exports
+                       *[f'exports.{i}.backends=["tfjs-cpu", "tfjs-wasm"]' for i in (10, 11, 12)]],
     "digits-h5.yaml": ["pipeline.0.epochs=1", "verify.limit=64"],
     "digits-savedmodel.yaml": ["verify.limit=64"],
 }
