@@ -132,7 +132,11 @@ def _strip_suffix(name: str) -> str:
 
 def artifact_quantization(runtime) -> dict[str, tuple[float, int]]:
     """Op output tensor name -> (scale, zero point) of the artifact's quantized activations, in op order."""
-    interpreter = runtime._inspector()
+    return quantized_outputs(runtime._inspector())
+
+
+def quantized_outputs(interpreter) -> dict[str, tuple[float, int]]:
+    """Op output tensor name -> (scale, zero point) of a LiteRT interpreter's quantized activations, in op order."""
     found = {}
     for op in interpreter._get_ops_details():
         for index in op["outputs"]:

@@ -29,3 +29,13 @@ class ExportResult:
 
 # An exporter is a function:  export(model: ModelRef, spec: <Export spec>, out_dir: Path, ctx: ExportContext) -> ExportResult
 # It writes only inside out_dir (a fresh temporary folder the engine renames into place afterwards).
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name_2`, `name_3`... the first not in `taken`; added to `taken`."""
+    candidate, count = name, 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{name}_{count}"
+    taken.add(candidate)
+    return candidate

@@ -20,6 +20,8 @@ The DequantizeLinear nodes and initializers left without a consumer are removed.
 """
 from __future__ import annotations
 
+from converter.exports.base import unique_name
+
 _Q, _DQ = "QuantizeLinear", "DequantizeLinear"
 
 
@@ -69,7 +71,7 @@ def keep_float(model, source, names) -> list[str]:
 
 def _float_initializer(tensor, graph, taken) -> str:
     """Add the float model's initializer `tensor` (under a new name if the quantized graph uses its own)."""
-    name = _unique(tensor.name, taken)
+    name = unique_name(tensor.name, taken)
     copy = graph.initializer.add()
     copy.CopyFrom(tensor)
     copy.name = name
@@ -91,8 +93,8 @@ def _dequantize_in_float(dq, graph, taken):
 
     constants = {t.name: t for t in graph.initializer}
     base = dq.output[0]
-    cast, shifted, out = (_unique(f"{base}_float_{part}", taken) for part in ("cast", "shifted", "dequantized"))
-    zero = _unique(f"{base}_float_zero_point", taken)
+    cast, shifted, out = (unique_name(f"{base}_float_{part}", taken) for part in ("cast", "shifted", "dequantized"))
+    zero = unique_name(f"{base}_float_zero_point", taken)
     point = numpy_helper.to_array(constants[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2] \
         else np.zeros((), np.float32)
     graph.initializer.append(numpy_helper.from_array(point.reshape(()), zero))
@@ -109,13 +111,6 @@ def _insert_after_producers(graph, nodes) -> None:
         graph.node.insert(position, new)
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, count = name, 1
-    while candidate in taken:
-        count += 1
-        candidate = f"{name}_{count}"
-    taken.add(candidate)
-    return candidate
 
 
 def _drop_unused(graph) -> None:

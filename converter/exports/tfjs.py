@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from converter.errors import ConversionError, RecipeError
-from converter.exports.base import ExportContext, ExportResult
+from converter.exports.base import ExportContext, ExportResult, unique_name
 from converter.model_ref import ModelRef
 from converter.recipe.schema import Quantize, TfjsGraphExport, TfjsLayersExport
 
@@ -303,7 +303,7 @@ def _repair_model_config(model_config: dict[str, Any], keras_model: Any) -> list
             continue
         source = keras_model.get_layer(name)
         kept_shape = list(source.get_output_shape_at(0)[1:])
-        reshape_name = _unique(f"{name}_keepdims", names)
+        reshape_name = unique_name(f"{name}_keepdims", names)
         layer["config"].pop("keepdims")
         reshape = {"class_name": "Reshape", "config": {
             "name": reshape_name, "trainable": layer["config"].get("trainable", True),
@@ -466,13 +466,6 @@ def _redirect(config: dict[str, Any], old: str, new: str, skip: dict[str, Any]) 
             output[0] = new
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, index = name, 1
-    while candidate in taken:
-        index += 1
-        candidate = f"{name}_{index}"
-    taken.add(candidate)
-    return candidate
 
 
 def layers_load_hint(message: str) -> str:

@@ -28,16 +28,10 @@ RANKING = "median_channel_sqnr"
 
 def artifact_quantization(model: Path) -> dict[str, tuple[float, int]]:
     """Op output tensor name -> (scale, zero point) of a .tflite model's quantized activations, in op order."""
+    from converter.explain.tflite_debug import quantized_outputs
     from converter.exports.tflite import _interpreter
 
-    interpreter = _interpreter(model.read_bytes())
-    found = {}
-    for op in interpreter._get_ops_details():
-        for index in op["outputs"]:
-            detail = interpreter._get_tensor_details(index, 0)
-            if detail["quantization"][0]:
-                found[detail["name"]] = (float(detail["quantization"][0]), int(detail["quantization"][1]))
-    return found
+    return quantized_outputs(_interpreter(model.read_bytes()))
 
 
 def median_channel_sqnr(reference: np.ndarray, value: np.ndarray) -> float:
