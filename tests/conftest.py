@@ -156,6 +156,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """The suite never touches ~/.cache/convert: fixtures wider than one test (the real model's run, built
+    models) start `convert` before `own_cache` exists, so they get one empty cache for the session. A second
+    run on the same machine is then as cold as a clean CI machine."""
+    previous = os.environ.get("CONVERT_CACHE_DIR")
+    os.environ["CONVERT_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    yield Path(os.environ["CONVERT_CACHE_DIR"])
+    if previous is None:
+        os.environ.pop("CONVERT_CACHE_DIR", None)
+    else:
+        os.environ["CONVERT_CACHE_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """Every test gets an empty step cache of its own (CONVERT_CACHE_DIR), also for the CLI it starts."""

@@ -39,7 +39,15 @@ def recipe(model_path, **search):
 
 # ----------------------------------------------------------------------------- recipe keys (no TensorFlow)
 @pytest.mark.parametrize("export, key, text", [
-    ({"format": "onnx", "search": {}}, "exports.0.search", "only tfjs_graph, tfjs_layers, tflite exports are searched"),
+    ({"format": "savedmodel", "search": {}}, "exports.0.search", "only tfjs_graph, tfjs_layers, tflite, onnx exports are searched"),
+    ({"format": "onnx", "search": {}}, "exports.0.quantization", "set quantization: int8, not 'none'"),
+    ({"format": "onnx", "quantization": "dynamic_int8", "search": {}}, "exports.0.quantization", "not 'dynamic_int8'"),
+    ({"format": "onnx", "quantization": "int8", "exclude_nodes": ["a"], "search": {}}, "exports.0.exclude_nodes",
+     "not both"),
+    ({"format": "onnx", "quantization": "int8", "search": {"space": {"dtypes": ["uint8", "float32"]}}},
+     "exports.0.search.space", "TF.js's"),
+    ({"format": "onnx", "quantization": "int8", "search": {"backend": "tflite"}}, "exports.0.search.backend",
+     "cannot run a onnx"),
     ({"format": "tflite", "search": {}}, "exports.0.quantization", "set quantization: int8, not 'none'"),
     ({"format": "tflite", "quantization": "float16", "search": {}}, "exports.0.quantization", "not 'float16'"),
     ({"format": "tflite", "quantization": "int8", "keep_float_nodes": ["a"], "search": {}}, "exports.0.keep_float_nodes",
@@ -356,3 +364,43 @@ def test_tflite_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit
     assert kinds == {"CONV_2D": ["int8"], "FULLY_CONNECTED": ["int8", "float32"]}, kinds
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "## Search: tflite-search" in markdown and "`keep_float_nodes:`" in markdown and f"- {HEAD}" in markdown
+
+
+# ----------------------------------------------------------------------------- ONNX: static QDQ with nodes kept float
+# The same model as the TFLite search's: onnxruntime's static QDQ gives activations one uint8 scale per tensor
+# too, so the head's output range (-1000..~5) rounds its other nine logits away, and only the head kept float
+# restores the float top-1.
+def onnx_recipe(model_path, **search):
+    recipe = tflite_recipe(model_path, **search)
+    recipe["exports"] = [{"name": "onnx-search", "format": "onnx", "quantization": "int8", "calibration_samples": 50,
+                          "search": {"budget": {"min_top1_agreement": 0.9}, **search}}]
+    return recipe
+
+
+def test_onnx_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit_outlier_model, tmp_path):
+    import math
+
+    import onnx
+
+    from converter import api
+
+    report = api.run(onnx_recipe(logit_outlier_model), out=tmp_path / "run")
+    artifact = report.artifact("onnx-search")
+    search = artifact["details"]["search"]
+    nodes = search["nodes"]
+    ranked = sorted(nodes, key=lambda n: -n["sensitivity"])
+    head = ranked[0]["name"]
+    assert "head" in head, nodes  # the local error ranks the wrecked node first
+    assert search["exclude_nodes"] == [head] and search["recipe"] == {"exclude_nodes": [head]}, search["stop_reason"]
+    phases = [t["phase"] for t in search["trials"]]
+    assert phases[:2] == ["anchor", "floor"] and search["trials"][1]["verdict"] == "failed"
+    assert "prune" not in phases and len(phases) <= 2 + math.ceil(math.log2(len(nodes))), phases
+    (evaluation,) = artifact["evaluations"]
+    assert evaluation["backend"] == "onnxruntime" and evaluation["status"] == "passed" and report.passed
+    assert evaluation["metrics"]["top1_agreement"] >= 0.9
+    # the published artifact is that map: the head reads float tensors, every other matrix product quantized ones
+    graph = onnx.load(str(tmp_path / "run" / "artifacts" / "onnx-search" / "model.onnx")).graph
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    reads_quantized = {n.name: any(i in dequantized for i in n.input) for n in graph.node
+                       if n.op_type in ("Conv", "MatMul", "Gemm")}
+    assert reads_quantized.pop(head) is False and reads_quantized and all(reads_quantized.values()), reads_quantized

@@ -65,8 +65,8 @@ def export(model: ModelRef, spec: OnnxExport, out_dir: Path, ctx: ExportContext)
             ctx.warn(message)
             _save(onnx.load(str(float_path)), final, external)
         else:
-            _check_exclusions(float_model, spec)
             source = _preprocess(float_path, Path(tmp) / "preprocessed.onnx", external, result) if spec.preprocess else float_path
+            _check_exclusions([float_model, onnx.load(str(source), load_external_data=False)], spec)
             if spec.quantization == "dynamic_int8":
                 _quantize_dynamic(source, final, spec, external)
             else:
@@ -318,10 +318,11 @@ def _save(proto, path: Path, external: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- quantization
-def _check_exclusions(float_model, spec: OnnxExport) -> None:
-    """Refuse exclude_nodes / exclude_op_types that name nothing in the model (they would be ignored silently)."""
-    op_types = {node.op_type for node in float_model.graph.node}
-    node_names = {node.name for node in float_model.graph.node}
+def _check_exclusions(models, spec: OnnxExport) -> None:
+    """Refuse exclude_nodes / exclude_op_types that name nothing in the float model or in the one quantize_static
+    reads (quant_pre_process fuses nodes under new names: a MatMul and its Add become '.../MatMulAddFusion')."""
+    op_types = {node.op_type for model in models for node in model.graph.node}
+    node_names = {node.name for model in models for node in model.graph.node}
     for op in spec.exclude_op_types:
         if op not in op_types:
             raise ConversionError(f"exclude_op_types: the model has no '{op}' node{did_you_mean(op, op_types)}")

@@ -313,7 +313,7 @@ class Quantize(Strict):
         return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")"
 
 
-SEARCHED_FORMATS = {"tfjs_graph": "tfjs-wasm", "tfjs_layers": "tfjs-wasm", "tflite": "tflite"}  # -> default backend
+SEARCHED_FORMATS = {"tfjs_graph": "tfjs-wasm", "tfjs_layers": "tfjs-wasm", "tflite": "tflite", "onnx": "onnxruntime"}  # -> default backend
 TFJS_DTYPES = ("uint8", "uint16", "float16", "float32")
 
 
@@ -357,9 +357,9 @@ class Search(Strict):
         "(its 95 % interval straddles it): 'fail' rejects it (the search picks the best of many candidates, so one "
         "that passes by luck would fail on the held-out part), 'point' judges the measured value.")
     backend: Optional[Backend] = Field(None, description="Backend that scores the candidates; default tfjs-wasm for TF.js, "
-                                       "tflite for TFLite.")
+                                       "tflite for TFLite, onnxruntime for ONNX.")
     space: TfjsSearchSpace = Field(default_factory=TfjsSearchSpace, description="The choices per weight (TF.js; a TFLite "
-                                   "search has no choices to set: int8, or float for the nodes it keeps float).")
+                                   "or ONNX search has no choices to set: int8, or float for the nodes it keeps float).")
 
     @model_validator(mode="after")
     def _searched_objective(self) -> "Search":
@@ -376,8 +376,8 @@ class ExportBase(Strict):
     verify: Optional[Budget] = Field(None, description="Budget overrides for this export.")
     backends: Optional[list[Backend]] = Field(None, description="Backends to evaluate and time on; default every one that can run the format.")
     search: Optional[Search] = Field(None, description="Search the smallest quantization within a budget instead of fixed "
-                                     f"settings ({', '.join(SEARCHED_FORMATS)} so far; TFLite: int8 with the fewest "
-                                     "nodes kept float).")
+                                     f"settings ({', '.join(SEARCHED_FORMATS)} so far; TFLite and ONNX: int8 with the "
+                                     "fewest nodes kept float).")
 
     @field_validator("name")
     @classmethod
@@ -406,6 +406,18 @@ class ExportBase(Strict):
             if "space" in self.search.model_fields_set:
                 raise problems("ExportBase", [(("search", "space"), "search", "space is TF.js's (weight dtypes): a "
                                                "TFLite search chooses between int8 and float per node, with no setting",
+                                               {})])
+        if fmt == "onnx":
+            if getattr(self, "quantization", None) != "int8":
+                raise problems("ExportBase", [(("quantization",), "search", "an ONNX search keeps nodes float in a "
+                                               "static QDQ model: set quantization: int8, not '{q}'",
+                                               {"q": getattr(self, "quantization", None)})])
+            if getattr(self, "exclude_nodes", None):
+                raise problems("ExportBase", [(("exclude_nodes",), "search", "give either 'exclude_nodes' or 'search', "
+                                               "not both: the search chooses the nodes kept float", {})])
+            if "space" in self.search.model_fields_set:
+                raise problems("ExportBase", [(("search", "space"), "search", "space is TF.js's (weight dtypes): an "
+                                               "ONNX search chooses between int8 and float per node, with no setting",
                                                {})])
         if self.search.backend is not None and fmt not in BACKENDS[self.search.backend].formats:
             raise problems("ExportBase", [(("search", "backend"), "search", "backend '{b}' cannot run a {fmt} model",

@@ -146,8 +146,39 @@ def _tflite(runner: "_Candidates", search) -> _Opened:
     return _Opened(space, float_outcome, details)
 
 
-RANK_SAMPLES = 64  # samples of the search part the TFLite nodes are ranked on (one LiteRT call per sample)
-SPACES = {"tfjs_graph": _tfjs, "tfjs_layers": _tfjs, "tflite": _tflite}
+def _onnx(runner: "_Candidates", search) -> _Opened:
+    """Static QDQ int8 with nodes kept float: the float reference is the unquantized export; the nodes are ranked
+    on the all-int8 export (the search's floor candidate, built here once and reused from the cache)."""
+    from converter.search import onnx_space
+    from converter.steps.data import load
+
+    from converter.exports.tflite import is_qat_model
+    from converter.steps.stage import model_ref
+
+    spec = runner.spec({})
+    if is_qat_model(model_ref(runner.ctx.parents["model"])):
+        raise StepFailed(f"{runner.name}: search: the model is quantization-aware trained, and its ONNX export keeps "
+                         "its own QDQ nodes: nothing to search")
+    float_outcome = runner.export({"quantization": "none"}, required=True)
+    floor = runner.export({"exclude_nodes": []})
+    if not floor.ok:
+        raise StepFailed(f"{runner.name}: search: the all-int8 export fails: {floor.error}")
+    x = load(runner.ctx.parents["data"]).x
+    try:
+        space = onnx_space.space(float_outcome.entry.path / "artifact", floor.entry.path / "artifact", spec.preprocess,
+                                 x if isinstance(x, dict) else x[:RANK_SAMPLES])
+    except ValueError as error:
+        raise StepFailed(f"{runner.name}: search: {error}") from None
+
+    def details(assignment: dict[str, str]) -> dict[str, Any]:
+        nodes = space.describe(assignment, lambda node: {"median_channel_sqnr_db": -space.scores[node]})
+        return {"exclude_nodes": space.export_keys(assignment)["exclude_nodes"], "nodes": nodes}
+
+    return _Opened(space, float_outcome, details)
+
+
+RANK_SAMPLES = 64  # samples of the search part the TFLite and ONNX nodes are ranked on
+SPACES = {"tfjs_graph": _tfjs, "tfjs_layers": _tfjs, "tflite": _tflite, "onnx": _onnx}
 
 
 class _Candidates:
@@ -224,7 +255,7 @@ class _Candidates:
             record.update(verdict="error", reasons=[scored.error])
             return Trial(0, phase, assignment, False, None, record)
         metrics = scored.record["metrics"]
-        found = failures(metrics, self.budget, self.name, self.ctx.config["backend"], self.within_noise)
+        found = failures(metrics, self.budget, self.name, self.ctx.config["backend"], _within_noise(phase, self.within_noise))
         record.update(metrics={k: metrics[k] for k in ("top1", "top1_drop", "top1_drop_ci", "top1_agreement",
                                                         "top1_agreement_ci", "cosine") if k in metrics},
                       top1_drop=metrics.get("top1_drop"),
@@ -236,6 +267,16 @@ class _Candidates:
                      f"{record['size_ratio']:.3f} of float, "
                      f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
         return Trial(0, phase, assignment, not found, value, record)
+
+
+def _within_noise(phase: str, setting: str) -> str:
+    """How a trial within noise of the budget is judged. `within_noise: fail` guards against the winner's curse: the
+    bisection and the prune pick among many candidates near the budget, and the one that passes by luck would fail on
+    the held-out part. The floor (every item at the most compressed level) is one candidate fixed before any is seen,
+    so its measured drop is an unbiased estimate: it is judged on that, and the held-out part still has the verdict.
+    (Measured on the real MobileNet: TFLite all-int8 dropped 0.4 points on the search half, rejected as within noise
+    on 500 photos, and the search then chose a larger artifact that dropped 1.8 on the held-out half.)"""
+    return "point" if phase == "floor" else setting
 
 
 def _pts(value) -> str:
