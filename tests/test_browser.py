@@ -302,3 +302,32 @@ def test_no_child_outlives_its_parent(model, backend, how):
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.fixture(scope="module")
+def node_cpu(model):
+    """The Node.js runner on the TF.js cpu backend per format: what the page's intermediate tensors are held against."""
+    runtimes = {}
+    for fmt in FORMATS_RUN:
+        runtimes[fmt] = open_runtime("tfjs-cpu", fmt, model["dir"] / fmt)
+        runtimes[fmt].load()
+    yield runtimes
+    for runtime in runtimes.values():
+        runtime.close()
+
+
+def test_the_page_reads_intermediate_tensors_and_reruns_one_node_as_the_node_runner_does(loaded, model, node_cpu):
+    reference = node_cpu[loaded.fmt]
+    tensors = loaded.tensors()
+    assert [t.name for t in tensors] == [t.name for t in reference.tensors()]
+    names = [t.name for t in tensors if t.op != "input"]
+    x = model["x"]
+    got, expected = loaded.intermediates([x], names), reference.intermediates([x], names)
+    assert list(got) == names
+    for name in names:
+        scale = max(1.0, float(np.abs(expected[name]).max()))
+        assert got[name].shape == expected[name].shape and np.abs(got[name] - expected[name]).max() <= 1e-3 * scale, name
+    # one node re-run alone in the page, fed the cpu backend's values of what it reads
+    last = tensors[-1]
+    fed = loaded.intermediates([expected[f] if f in expected else x for f in last.inputs], [last.name], feeds=list(last.inputs))
+    assert np.abs(fed[last.name] - expected[last.name]).max() <= 1e-3 * max(1.0, float(np.abs(expected[last.name]).max()))

@@ -10,7 +10,7 @@ from conftest import ROOT, digits_data, run_cli
 
 def test_an_internal_error_exits_3_with_its_traceback_and_says_it_is_a_bug(tmp_path, write_recipe, models_dir):
     recipe = write_recipe({"name": "bug", "model": {"path": str(models_dir / "tiny_dense.h5")},
-                           "exports": [{"name": "sm", "format": "savedmodel"}]})
+                           "exports": [{"name": "sm", "format": "savedmodel"}], "benchmark": {"enabled": False}})
     code = ("import sys\nimport converter.assemble as a\n"
             "def broken(*args, **kwargs):\n    raise KeyError('a bug')\n"
             "a.assemble = broken\nfrom converter.cli import main\n"

@@ -376,3 +376,25 @@ def test_fixtures_are_what_the_generator_writes(tmp_path):
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
     for name in ("report_sample.json", "report_flagship.json"):
         assert json.loads((copy / name).read_text()) == json.loads((FIXTURES / name).read_text()), name
+
+
+def test_search_plot_draws_every_trial_clips_a_collapse_and_marks_the_frontier_and_the_verdict():
+    from converter.reporting.search_plot import figure
+
+    trials = [{"size_ratio": 0.52, "top1_drop": -0.002, "verdict": "passed"},     # 1 anchor
+              {"size_ratio": 0.25, "top1_drop": 0.42, "verdict": "failed"},       # 2 floor: collapsed, off the axis
+              {"size_ratio": 0.36, "top1_drop": 0.004, "verdict": "within noise"},  # 3
+              {"size_ratio": 0.40, "top1_drop": 0.001, "verdict": "passed"},      # 4 chosen
+              {"size_ratio": 0.45, "top1_drop": 0.002, "verdict": "passed"},      # 5 beaten by 4 on both
+              {"verdict": "error"}]                                               # 6 never built: not drawn
+    artifact = {"name": "s", "evaluations": [{"metrics": {"top1_drop": 0.006}}],
+                "details": {"search": {"trials": trials, "chosen_trial": 4, "backend": "tflite",
+                                       "budget": {"max_top1_drop": 0.01}}}}
+    axes = figure(artifact).axes[0]
+    labels = sorted(t.get_text() for t in axes.texts if not t.get_text().startswith("budget"))
+    assert labels == ["1", "2 (42)", "3", "4", "5"]
+    low, high = axes.get_ylim()
+    assert low < -0.2 and 1.0 < high < 42  # the budget in view, the collapse clipped to the edge
+    (front,) = axes.lines[1:]  # the budget line, then the frontier: trials 3, 4, 1 (not 5; not 2, off the axis)
+    assert list(front.get_xdata()) == [0.36, 0.40, 0.52] and list(front.get_ydata()) == [0.4, 0.1, -0.2]
+    assert any(c.get_offsets().tolist() == [[0.40, 0.6]] for c in axes.collections)  # the held-out drop, at 4's size

@@ -60,7 +60,12 @@ def recipe(model_path, **search):
      "cannot run a tflite"),
     ({"format": "tfjs_graph", "quantize": {"uint8": ["*"]}, "search": {}}, "exports.0.quantize", "not both"),
     ({"format": "tfjs_graph", "search": {"max_trial": 3}}, "exports.0.search.max_trial", "did you mean 'max_trials'"),
-    ({"format": "tfjs_graph", "search": {"objective": "latency"}}, "exports.0.search", "not searched yet"),
+    ({"format": "tfjs_graph", "search": {"objective": "latency"}}, "exports.0.search.objective",
+     "dequantizes every weight to float32 at load"),
+    ({"format": "onnx", "quantization": "int8", "search": {"latency_backend": "onnxruntime"}}, "exports.0.search",
+     "latency_backend is for objective: latency"),
+    ({"format": "onnx", "quantization": "int8", "search": {"objective": "latency", "latency_backend": "tflite"}},
+     "exports.0.search.latency_backend", "cannot run a onnx"),
     ({"format": "tfjs_graph", "search": {"budget": {}}}, "exports.0.search", "budget: give at least one entry"),
     ({"format": "tfjs_graph", "search": {"holdout": 1.0}}, "exports.0.search.holdout", ""),
     ({"format": "tfjs_graph", "search": {"backend": "tflite"}}, "exports.0.search.backend", "cannot run a tfjs_graph"),
@@ -404,3 +409,21 @@ def test_onnx_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit_o
     reads_quantized = {n.name: any(i in dequantized for i in n.input) for n in graph.node
                        if n.op_type in ("Conv", "MatMul", "Gemm")}
     assert reads_quantized.pop(head) is False and reads_quantized and all(reads_quantized.values()), reads_quantized
+    # report.html plots the trials: drop against size, the chosen one ringed
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert 'alt="search onnx-search: top-1 drop against size per trial" src="data:image/png;base64,' in page
+
+
+def test_onnx_search_for_latency_times_every_candidate_within_budget_and_keeps_the_fastest(logit_outlier_model, tmp_path):
+    from converter import api
+
+    report = api.run(onnx_recipe(logit_outlier_model, objective="latency"), out=tmp_path / "run")
+    search = report.artifact("onnx-search")["details"]["search"]
+    passed = [t for t in search["trials"] if t["verdict"] == "passed"]
+    assert passed and all(t["latency"]["backend"] == "onnxruntime" and t["latency"]["n"] >= 50 for t in passed)
+    assert not any("latency" in t for t in search["trials"] if t["verdict"] != "passed")  # only those are timed
+    fastest = min(passed, key=lambda t: t["latency"]["p50_ms"])
+    assert search["trials"][search["chosen_trial"] - 1] is not None and search["chosen_passed"]
+    assert search["trials"][search["chosen_trial"] - 1]["latency"]["p50_ms"] == fastest["latency"]["p50_ms"]
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "| p50 latency (ms) |" in markdown and "Objective latency: each candidate that held the budget was timed" in markdown

@@ -1,10 +1,11 @@
 """The search sections of report.md and report.html: per searched artifact, why it stopped, the search and held-out
 scores, the trial log (with the size-against-drop frontier marked), and the final map in recipe terms, pasteable as a
-fixed export (TF.js: `quantize:`; TFLite: `keep_float_nodes:`)."""
+fixed export (TF.js: `quantize:`; TFLite: `keep_float_nodes:`; ONNX: `exclude_nodes:`); report.html also plots the
+trials (converter/reporting/search_plot.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -20,10 +21,12 @@ class SearchSection:
     name: str
     summary: list[str]  # sentences
     trials: list[list[str]]
+    header: list[str]  # TRIAL_HEADER, with the p50 latency under objective: latency
     quantize_yaml: str  # the chosen map as recipe keys
     keys: str  # which keys: 'quantize', 'keep_float_nodes'
     widened: list[list[str]]  # items not at the most compressed level
     kind: str  # 'weight', 'node'
+    artifact: Optional[dict[str, Any]] = None  # the report's entry (report.html plots its trials)
 
 
 def sections(report: dict[str, Any]) -> list[SearchSection]:
@@ -34,6 +37,7 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
     search = artifact["details"]["search"]
     trials = search["trials"]
     frontier = _frontier(trials)
+    timed = search.get("objective") == "latency"
     rows = []
     for index, trial in enumerate(trials, 1):
         dtypes = ", ".join(f"{d} {n}" for d, n in trial.get("dtypes", {}).items())
@@ -45,6 +49,9 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
                      f"{trial['weight_ratio']:.3f}" if trial.get("weight_ratio") is not None else "",
                      fmt(trial.get("top1_drop"), "pts"), verdict, "yes" if index in frontier else "",
                      "yes" if trial.get("cached") else ""])
+        if timed:
+            latency = trial.get("latency", {})
+            rows[-1].insert(6, f"{latency['p50_ms']:.3g}" if latency.get("p50_ms") is not None else "")
     chosen = trials[search["chosen_trial"] - 1]
     held = [e for e in artifact.get("evaluations", []) if e.get("metrics", {}).get("top1_drop") is not None]
     held_text = "; ".join(f"{e['backend']} {fmt(e['metrics']['top1_drop'], 'pts')} pts ({e['status']})" for e in held)
@@ -69,8 +76,13 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
     items = search.get("nodes") or search.get("weights", [])
     widened = [[w["name"], w.get("level", w.get("dtype")), str(w["elements"]), f"{w['sensitivity']:.4g}"]
                for w in items if w.get("level", w.get("dtype")) != base]
-    return SearchSection(artifact["name"], summary, rows, text, ", ".join(f"`{k}:`" for k in keys), widened,
-                         search.get("item_kind", "weight"))
+    if timed:
+        backend = next((t["latency"]["backend"] for t in trials if t.get("latency")), search.get("backend"))
+        summary.insert(1, f"Objective latency: each candidate that held the budget was timed on {backend} (1 thread, "
+                          "batch 1, p50 of at least 50 runs); the fastest is chosen.")
+    header = TRIAL_HEADER[:6] + ["p50 latency (ms)"] + TRIAL_HEADER[6:] if timed else TRIAL_HEADER
+    return SearchSection(artifact["name"], summary, rows, header, text, ", ".join(f"`{k}:`" for k in keys), widened,
+                         search.get("item_kind", "weight"), artifact)
 
 
 def _frontier(trials: list[dict[str, Any]]) -> set[int]:
@@ -87,7 +99,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for section in sections(report):
         lines += ["", f"## Search: {section.name}", ""] + [" ".join(section.summary), ""]
-        lines += table(TRIAL_HEADER, section.trials)
+        lines += table(section.header, section.trials)
         lines += ["", f"The chosen map, pasteable as a fixed export's {section.keys}:", "", "```yaml",
                   section.quantize_yaml.rstrip(), "```"]
         if section.widened:
@@ -105,10 +117,19 @@ def html(report: dict[str, Any]) -> list[str]:
     for section in sections(report):
         parts += [f"<h2>Search: {escape.escape(section.name)}</h2>",
                   "<p>" + "<br>".join(escape.escape(s) for s in section.summary) + "</p>",
-                  html_table(TRIAL_HEADER, section.trials),
+                  *_plot(section),
+                  html_table(section.header, section.trials),
                   f"<p>The chosen map, pasteable as a fixed export's {escape.escape(section.keys)}:</p>",
                   f"<pre>{escape.escape(section.quantize_yaml)}</pre>"]
         if section.widened:
             parts += [f"<p>{section.kind.capitalize()}s kept wider than the most compressed level:</p>",
                       html_table(WEIGHT_HEADER, section.widened)]
     return parts
+
+
+def _plot(section: SearchSection) -> list[str]:
+    from converter.reporting.search_plot import plot
+
+    png = plot(section.artifact) if section.artifact else None
+    alt = f"search {section.name}: top-1 drop against size per trial"
+    return [f'<div class="plots"><img alt="{alt}" src="data:image/png;base64,{png}"></div>'] if png else []

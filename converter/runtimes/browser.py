@@ -28,7 +28,6 @@ import numpy as np
 
 from converter.errors import BackendUnavailable, ConversionError, DependencyError
 from converter.runtimes import tfjs
-from converter.runtimes.base import Runtime
 from converter.runtimes.lifetime import die_with_parent
 
 DRIVER = tfjs.JS_DIR / "browser.cjs"
@@ -126,10 +125,6 @@ class BrowserRuntime(tfjs.TfjsRuntime):
         self._proc: Optional[subprocess.Popen] = None
         self._stderr: collections.deque[str] = collections.deque(maxlen=40)
         self._tmp: Optional[str] = None
-
-    # the page has no 'intermediates' command (yet): the Node runner's reader is not inherited
-    tensors = Runtime.tensors
-    intermediates = Runtime.intermediates
 
     # -- lifecycle --------------------------------------------------------------------------
     def load(self) -> None:

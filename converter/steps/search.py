@@ -40,6 +40,10 @@ def run(ctx: StepContext) -> dict[str, Any]:
     if why is not None:
         raise StepFailed(f"{name}: the search scores candidates on {ctx.config['backend']}, which cannot run here: {why}")
     search = Search.model_validate(ctx.config["search"])
+    if search.objective == "latency":
+        why = backends.unavailable(search.latency_backend or ctx.config["backend"])
+        if why is not None:
+            raise StepFailed(f"{name}: the search times candidates on {search.latency_backend}, which cannot run here: {why}")
     budget = Budget(**ctx.config["budget"])
     runner = _Candidates(ctx, name, budget)
     opened = SPACES[ctx.config["export"]["format"]](runner, search)
@@ -177,6 +181,9 @@ def _onnx(runner: "_Candidates", search) -> _Opened:
     return _Opened(space, float_outcome, details)
 
 
+# a candidate's timing loop under objective: latency (the recipe's benchmark schedule times the chosen one again)
+LATENCY_TIMING = {"warmup_runs": 10, "warmup_seconds": 0.5, "min_runs": 50, "min_seconds": 1.5, "max_runs": 100000,
+                  "max_seconds": 5.0}
 RANK_SAMPLES = 64  # samples of the search part the TFLite and ONNX nodes are ranked on
 SPACES = {"tfjs_graph": _tfjs, "tfjs_layers": _tfjs, "tflite": _tflite, "onnx": _onnx}
 
@@ -231,6 +238,23 @@ class _Candidates:
         parents = {"artifact": artifact, "data": self.ctx.parents["data"], "outputs": self.ctx.parents["outputs"]}
         return materialize(step, self.store, parents, self.ctx.recompute, self.ctx.log)
 
+    def latency(self, artifact: Entry, fmt: str) -> dict[str, Any]:
+        """The candidate's latency row on the latency backend (1 thread, batch 1), a cached `latency` step of its own:
+        the config and parents of a fixed export's row with LATENCY_TIMING, timed on the first search sample."""
+        from converter import backends
+        from converter.executor import materialize
+        from converter.plan import Step, _machine_key, _versions
+
+        backend = self.ctx.config["search"].get("latency_backend") or self.ctx.config["backend"]
+        step = Step("latency", f"time {self.name} candidate on {backend}, 1 thread(s), batch 1",
+                    {"backend": backend, "format": fmt, "threads": 1, "batch": 1, "timing": LATENCY_TIMING,
+                     "machine": _machine_key()},
+                    {"artifact": artifact.id, "input": self.ctx.step.parents["data"]}, {},
+                    {**_versions(), **backends.versions(backend)})
+        outcome = materialize(step, self.store, {"artifact": artifact, "input": self.ctx.parents["data"]},
+                              self.ctx.recompute, lambda message: None)
+        return {"backend": backend, **(outcome.record or {}), **({"error": outcome.error} if outcome.error else {})}
+
     def trial(self, assignment: dict[str, str], phase: str, objective: str, float_bytes: int):
         from converter.budget import failures
         from converter.search.strategy import Trial
@@ -263,8 +287,17 @@ class _Candidates:
                       else "failed",
                       reasons=[str(f) for f in found])
         value = made.record["gzip_bytes"] if objective == "gzip_size" else made.record["size_bytes"]
+        if objective == "latency" and not found:  # only a candidate that holds the budget is timed
+            row = self.latency(made.entry, fmt)
+            record.update(latency={k: row.get(k) for k in ("backend", "p50_ms", "p90_ms", "std_ms", "n", "noisy", "error")
+                                   if row.get(k) is not None})
+            value = row.get("p50_ms")
+            if value is None:
+                record.update(verdict="error", reasons=[f"latency on {row.get('backend')}: {row.get('error')}"])
+                return Trial(0, phase, assignment, False, None, record)
+        timed = f", p50 {value:.3g} ms" if objective == "latency" and value is not None and not found else ""
         self.ctx.log(f"search {self.name}: trial {self.count} {phase} {summary}: "
-                     f"{record['size_ratio']:.3f} of float, "
+                     f"{record['size_ratio']:.3f} of float{timed}, "
                      f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
         return Trial(0, phase, assignment, not found, value, record)
 

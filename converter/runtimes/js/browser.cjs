@@ -9,6 +9,7 @@
 //            or {error: 'unavailable: <reason>'} when the browser or the backend is not there
 //   describe {}
 //   run      {inputs} + bytes -> {outputs: [{name, dtype, shape, nbytes}]} + bytes
+//   intermediates {names, feeds?, inputs} + bytes -> the named tensors, as runner.cjs's command reads them
 //   time     {inputs, warmup_runs, warmup_seconds, min_runs, min_seconds, max_runs, max_seconds} + bytes
 //            -> {latencies_ms, warmup_runs, memory: {after_warmup, after_timed}}
 //   quit     {}
@@ -102,11 +103,13 @@ async function load(header) {
   return { ...reply, browser };
 }
 
+// run and intermediates: the inputs served to the page, its outputs posted back (page.js)
 async function run(header, blobs) {
   state.server.inputs = blobs;
   state.server.outputs = [];
   try {
-    const reply = await state.page.evaluate((specs) => window.convertPage.run({ inputs: specs }), header.inputs || []);
+    const call = { fn: header.cmd, inputs: header.inputs || [], names: header.names, feeds: header.feeds };
+    const reply = await state.page.evaluate((h) => window.convertPage[h.fn](h), call);
     const buffers = reply.outputs.map((spec, i) => {
       const bytes = state.server.outputs[i];
       if (!bytes || bytes.length !== spec.nbytes) throw new Error(`output ${i} arrived with ${bytes ? bytes.length : 0} of ${spec.nbytes} bytes`);
@@ -135,6 +138,7 @@ async function handle(header, blobs) {
   switch (header.cmd) {
     case 'describe': return [{ ...(await state.page.evaluate(() => window.convertPage.describe())), browser: state.info.browser }, []];
     case 'run': return run(header, blobs);
+    case 'intermediates': return run(header, blobs);
     case 'time': return [await time(header, blobs), []];
     default: throw new Error(`unknown command '${header.cmd}'`);
   }

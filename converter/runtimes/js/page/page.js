@@ -1,6 +1,6 @@
 // The page side of the browser runtime (converter/runtimes/browser.py, driven by ../browser.cjs).
 //
-// window.convertPage.{load, run, time, describe} are called by the driver with page.evaluate. Input
+// window.convertPage.{load, run, intermediates, time, describe} are called by the driver with page.evaluate. Input
 // tensors are fetched from /io/in/<i> and outputs posted to /io/out/<i> as raw bytes, so no tensor
 // goes through the DevTools protocol as JSON. Latency is measured as tensorflow/tfjs
 // e2e/benchmarks/benchmark_util.js does: predict/execute plus the awaited data() of every output,
@@ -181,22 +181,71 @@
     return Array.isArray(out) ? out : [out];
   }
 
+  /** Post each tensor's bytes to /io/out/<i>; their specs, named by `names`. */
+  async function postOutputs(outputs, names) {
+    const specs = [];
+    for (let i = 0; i < outputs.length; i++) {
+      const t = outputs[i];
+      if (!(t.dtype in ARRAY_TYPES)) throw new Error(`output ${i} has dtype ${t.dtype}, which cannot be sent back`);
+      const data = await t.data();
+      const response = await fetch(`/io/out/${i}`, { method: 'POST', body: data });
+      if (!response.ok) throw new Error(`output ${i} could not be posted: HTTP ${response.status}`);
+      specs.push({ name: names ? names[i] : null, dtype: t.dtype, shape: t.shape, nbytes: data.byteLength });
+    }
+    return specs;
+  }
+
   async function run(header) {
     const inputs = await fetchInputs(header.inputs || []);
     let outputs = [];
     try {
       outputs = await infer(inputs);
       const names = state.modelType === 'graph' ? state.model.outputs.map((o) => o.name) : state.model.outputNames;
-      const specs = [];
-      for (let i = 0; i < outputs.length; i++) {
-        const t = outputs[i];
-        if (!(t.dtype in ARRAY_TYPES)) throw new Error(`output ${i} has dtype ${t.dtype}, which cannot be sent back`);
-        const data = await t.data();
-        const response = await fetch(`/io/out/${i}`, { method: 'POST', body: data });
-        if (!response.ok) throw new Error(`output ${i} could not be posted: HTTP ${response.status}`);
-        specs.push({ name: names ? names[i] : null, dtype: t.dtype, shape: t.shape, nbytes: data.byteLength });
+      return { outputs: await postOutputs(outputs, names) };
+    } finally {
+      tf.dispose(outputs);
+      tf.dispose(inputs);
+    }
+  }
+
+  /**
+   * The named tensors, as the Node runner's `intermediates` reads them: graph models, the named nodes' outputs
+   * (model.execute), `feeds` naming the nodes the inputs stand for (default: the model's inputs); layers models,
+   * the named layers' outputs (a sub-model), or with `feeds` one layer applied to the inputs.
+   */
+  async function intermediates(header) {
+    const m = state.model;
+    if (!m) throw new Error('no model loaded: send load first');
+    const names = header.names || [];
+    const inputs = await fetchInputs(header.inputs || []);
+    const list = (out) => (Array.isArray(out) ? out : [out]);
+    let outputs = [];
+    try {
+      if (state.modelType === 'graph') {
+        const feedNames = header.feeds || m.inputs.map((info) => info.name);
+        if (feedNames.length !== inputs.length) throw new Error(`${feedNames.length} feed name(s) for ${inputs.length} input tensor(s)`);
+        const feed = {};
+        feedNames.forEach((name, i) => { feed[name] = inputs[i]; });
+        let out = null;
+        if (!state.useAsync) {
+          try {
+            out = tf.tidy(() => m.execute(feed, names));
+          } catch (err) {
+            if (!/executeAsync/.test(String(err && err.message))) throw err;
+            state.useAsync = true;
+          }
+        }
+        outputs = list(out === null ? await m.executeAsync(feed, names) : out);
+      } else if (header.feeds) {
+        if (names.length !== 1) throw new Error('with feeds, name exactly one layer to apply');
+        const layer = m.getLayer(names[0]);
+        outputs = list(tf.tidy(() => layer.apply(inputs.length === 1 ? inputs[0] : inputs)));
+      } else {
+        const first = (output) => (Array.isArray(output) ? output[0] : output);
+        const sub = tf.model({ inputs: m.inputs, outputs: names.map((name) => first(m.getLayer(name).output)) });
+        outputs = list(sub.predict(inputs.length === 1 ? inputs[0] : inputs));
       }
-      return { outputs: specs };
+      return { outputs: await postOutputs(outputs, names) };
     } finally {
       tf.dispose(outputs);
       tf.dispose(inputs);
@@ -250,5 +299,5 @@
     };
   }
 
-  window.convertPage = { load, run, time, describe, unavailable: () => state.unavailable };
+  window.convertPage = { load, run, intermediates, time, describe, unavailable: () => state.unavailable };
 })();
