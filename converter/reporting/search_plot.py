@@ -43,7 +43,7 @@ def figure(artifact: dict[str, Any]) -> Any:
     pad = 0.08 * (top - bottom)
     ylim = (bottom - pad, top + pad)
 
-    result = Figure(figsize=(6.8, 4.0), dpi=100)
+    result = Figure(figsize=(8.6, 4.0), dpi=100)
     FigureCanvasAgg(result)
     axes = result.add_subplot(1, 1, 1)
     axes.set_title(f"search {artifact['name']}: {len(search['trials'])} trials, scored in {search.get('backend')}",
@@ -82,7 +82,7 @@ def figure(artifact: dict[str, Any]) -> Any:
                 Line2D([], [], marker="*", linestyle="", markerfacecolor="none", markeredgecolor="black",
                        markersize=12, label="chosen, held-out part (verdict)"),
                 Line2D([], [], color="#1565c0", label="frontier")]
-    axes.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.9)
+    axes.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.9)  # off the points
     result.tight_layout()
     return result
 
