@@ -158,3 +158,35 @@ def test_explain_bad_input_is_one_error_line(args, key):
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}:"), result.stderr
+
+
+def test_divergence_names_the_first_tensor_where_two_runs_part(tmp_path):
+    """`--against`'s measure on two real TF.js runs of one graph whose only difference is conv_b's weights (uint8
+    with the fragile outliers in one of them): the first tensor below DIVERGENCE_DB is conv_b's, every tensor before
+    it is bit-identical, and the matched layers after it inherit the difference."""
+    from types import SimpleNamespace
+
+    from converter.exports.base import ExportContext
+    from converter.exports.tfjs import export_graph
+    from converter.explain.analysis import DIVERGENCE_DB, divergence, read
+    from converter.formats import open_runtime
+    from converter.model_ref import ModelRef
+    from converter.recipe.schema import TfjsGraphExport
+
+    fragile_net("conv_b").save(str(tmp_path / "savedmodel"), save_format="tf")
+    ref, ctx = ModelRef(tmp_path / "savedmodel", "keras"), ExportContext(build_id="h", class_names=None)
+    export_graph(ref, TfjsGraphExport(name="a", format="tfjs_graph"), tmp_path / "float", ctx)
+    export_graph(ref, TfjsGraphExport(name="b", format="tfjs_graph", quantize={"uint8": ["*/conv_b/*"]}), tmp_path / "b", ctx)
+    x = np.random.default_rng(3).uniform(0, 1, (8, 16, 16, 3)).astype(np.float32)
+    with open_runtime("tfjs-cpu", "tfjs_graph", tmp_path / "float") as one, \
+            open_runtime("tfjs-cpu", "tfjs_graph", tmp_path / "b") as other:
+        tensors = one.tensors()
+        names = [t.name for t in tensors if t.op != "input"]
+        values = read(one, x, names)
+        conv_b = next(t.name for t in tensors if "/conv_b/" in t.name)
+        found = divergence(one, other, tensors, values, x, SimpleNamespace(matches={}))
+        first = found["first"]
+        assert first["tensor"] == conv_b and first["sqnr_db"] < DIVERGENCE_DB, found
+        theirs = read(other, x, names)
+        before = names[:names.index(conv_b)]
+        assert before and all(np.array_equal(values[n], theirs[n]) for n in before)

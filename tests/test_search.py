@@ -145,6 +145,26 @@ def test_search_cut_short_keeps_the_safe_candidate():
     assert len(outcome.trials) == 1 and set(outcome.best.assignment.values()) == {"uint16"}
 
 
+@pytest.mark.parametrize("whole_size, chosen", [(92, "whole model"), (97, "bisect")])
+def test_a_whole_model_level_is_tried_once_after_the_floor_and_wins_only_when_smaller(whole_size, chosen):
+    """TFLite's int16x8: every item at once, never per item. Sizes: int8 90 (fails), each float item +5."""
+    from converter.search.strategy import RevertSearch, Trial
+
+    def evaluate(assignment, phase):
+        levels = set(assignment.values())
+        if levels == {"int16x8"}:
+            return Trial(0, phase, assignment, True, whole_size)
+        floats = [i for i, level in assignment.items() if level == "float"]
+        return Trial(0, phase, assignment, "w0" in floats, 90 + 5 * len(floats))
+
+    outcome = RevertSearch(["w0", "w1", "w2", "w3"], ["int8", "float"], evaluate, 20, saving=lambda i: 1,
+                           whole_levels=("int16x8",)).run()
+    phases = [t.phase for t in outcome.trials]
+    assert phases[:3] == ["anchor", "floor", "whole model"] and phases.count("whole model") == 1
+    assert outcome.best.phase == chosen and outcome.best.objective == min(whole_size, 95)
+    assert ("every item at int16x8 is smaller, and chosen" in outcome.stop_reason) == (chosen == "whole model")
+
+
 def test_quantize_block_resolves_to_the_assignment_under_tfjs_glob_rules():
     import fnmatch
 
@@ -346,12 +366,17 @@ def test_tflite_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit
     assert ranked[0]["name"] == HEAD, nodes  # the median channel SQNR ranks the wrecked node first
     assert search["keep_float_nodes"] == [HEAD] and search["recipe"] == {"keep_float_nodes": [HEAD]}, search["stop_reason"]
     assert {n["name"]: n["level"] for n in nodes if n["level"] != "int8"} == {HEAD: "float"}
-    # the all-int8 floor failed, and the search went straight to the head: anchor, floor, then a bisection over the
-    # ranked nodes whose every step held (the head in each prefix); no prune trial, which a ranking that put the head
-    # anywhere but first would have needed (the prefix found would hold other nodes to put back)
+    # the all-int8 floor failed; the whole model at int16x8 was tried once (its 16-bit activations resolve the nine
+    # logits the -1000 one squeezes: it holds, but it is larger than int8 with the head float, so it is not chosen);
+    # then the search went straight to the head: a bisection over the ranked nodes whose every step held (the head in
+    # each prefix), and no prune trial, which a ranking that put the head anywhere but first would have needed
     phases = [t["phase"] for t in search["trials"]]
-    assert phases[:2] == ["anchor", "floor"] and search["trials"][1]["verdict"] == "failed"
-    assert "prune" not in phases and len(phases) <= 2 + math.ceil(math.log2(len(nodes))), phases
+    assert phases[:3] == ["anchor", "floor", "whole model"] and search["trials"][1]["verdict"] == "failed"
+    whole = search["trials"][2]
+    assert whole["quantization"] == "int16x8" and whole["verdict"] == "passed", whole
+    chosen = search["trials"][search["chosen_trial"] - 1]
+    assert whole["size_bytes"] > chosen["size_bytes"] == min(t["size_bytes"] for t in search["trials"] if t["verdict"] == "passed")
+    assert "prune" not in phases and len(phases) <= 3 + math.ceil(math.log2(len(nodes))), phases
     assert all(t["verdict"] == "passed" for t in search["trials"] if t["phase"] == "bisect")
     # the verdict: the chosen artifact on the held-out part, in LiteRT
     (evaluation,) = artifact["evaluations"]

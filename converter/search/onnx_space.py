@@ -76,8 +76,17 @@ def float_model(float_artifact: Path, preprocess: bool, folder: Path) -> Path:
     from converter.exports.base import ExportResult
     from converter.exports.onnx import FILENAME, _preprocess
 
+    import onnx
+
     source = float_artifact / FILENAME
-    return _preprocess(source, folder / "preprocessed.onnx", False, ExportResult()) if preprocess else source
+    if not preprocess:
+        return source
+    target = _preprocess(source, folder / "preprocessed.onnx", False, ExportResult())
+    model = onnx.load(str(target))
+    del model.metadata_props[:]  # the artifact's own (NCHW inputs, renamed outputs), which the runtime reads
+    model.metadata_props.extend(onnx.load(str(source), load_external_data=False).metadata_props)
+    onnx.save(model, str(target))
+    return target
 
 
 def local_errors(floor_artifact: Path, float_path: Path, x: np.ndarray, nodes: list[str]) -> dict[str, float]:

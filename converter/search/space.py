@@ -20,6 +20,7 @@ class Space:
     elements: dict[str, int]  # item -> weight elements it holds (what reverting it costs)
     export_keys: Callable[[dict[str, str]], dict[str, Any]]  # assignment -> the export keys that build it
     order: list[str] = field(default_factory=list)  # items in model order (the map's rows); default rank order
+    whole_levels: tuple[str, ...] = ()  # levels only the whole model can take (every item at once)
 
     def summary(self, assignment: dict[str, str]) -> dict[str, int]:
         """Items per level."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 @dataclass
 class Trial:
     index: int  # 1-based, in evaluation order
-    phase: str  # 'anchor', 'floor', 'bisect', 'prune'
+    phase: str  # 'anchor', 'floor', 'whole model', 'bisect', 'prune'
     assignment: dict[str, str]
     passed: bool
     objective: Optional[float]  # what is minimised (None when the candidate could not be built or scored)
@@ -34,10 +34,13 @@ class Outcome:
 
 class RevertSearch:
     def __init__(self, ranked: list[str], levels: list[str], evaluate: Callable[[dict[str, str], str], Trial],
-                 max_trials: int, saving: Callable[[str], float]):
+                 max_trials: int, saving: Callable[[str], float], whole_levels: tuple[str, ...] = ()):
         """ranked: items, most sensitive first. levels: most compressed first. saving(item): what putting the item
-        back at the most compressed level saves (the prune phase tries the largest savings first)."""
+        back at the most compressed level saves (the prune phase tries the largest savings first). whole_levels:
+        levels only a whole model can take (TFLite's int16x8), each tried once, every item at it, when the floor
+        fails; the best candidate is the smallest of everything tried, so one of them may win."""
         self.ranked, self.levels, self.evaluate, self.max_trials, self.saving = ranked, levels, evaluate, max_trials, saving
+        self.whole_levels = tuple(whole_levels)
         self.trials: list[Trial] = []
         self._seen: dict[tuple, Trial] = {}
 
@@ -80,6 +83,8 @@ class RevertSearch:
             return f"no candidate holds the budget, not even every item at {self.levels[-1]}"
         if self.trial([], wide, "floor").passed:
             return f"every item at {self.levels[0]} holds the budget"
+        for level in self.whole_levels:
+            self.trial(everything, level, "whole model")
         low, high = 0, len(everything)  # reverting the top `low` fails, the top `high` holds
         while high - low > 1:
             middle = (low + high) // 2
@@ -94,4 +99,8 @@ class RevertSearch:
                 break  # without it: the floor, which failed
             if self.trial(reverted - {item}, wide, "prune").passed:
                 reverted.discard(item)
-        return f"finished: {len(reverted)} item(s) at {wide}, none of them can go back to {self.levels[0]}"
+        found = f"finished: {len(reverted)} item(s) at {wide}, none of them can go back to {self.levels[0]}"
+        best = self.best
+        if best is not None and best.phase == "whole model":
+            found += f"; every item at {next(iter(best.assignment.values()))} is smaller, and chosen"
+        return found

@@ -1,8 +1,9 @@
 """The TFLite search space: full-integer int8 with a set of nodes kept in float (`keep_float_nodes`).
 
 Items are the quantized ops of the all-int8 model, named as keep_float_nodes takes them (an op output of the
-calibrated model); levels are 'int8' and 'float'. (int16x8 is not a level: the converter's deny-lists keep a node
-in float, they cannot give one node 16-bit activations.)
+calibrated model); levels are 'int8' and 'float'. int16x8 is not a level a node can take alone (the converter's
+deny-lists keep a node in float, they cannot give one node 16-bit activations): it is a whole-model candidate, tried
+once when all-int8 fails, and chosen if it is the smallest that holds the budget.
 
 The nodes are ranked by their local error (converter.explain.tflite_debug): the numeric-verification debug model
 runs every quantized op beside its float twin fed the same dequantized inputs, so a node's error is its own, not
@@ -23,6 +24,7 @@ import numpy as np
 from converter.search.space import Space
 
 LEVELS = ["int8", "float"]
+WHOLE_MODEL = "int16x8"  # int16 activations, int8 weights: tried for the whole model once when all-int8 fails
 RANKING = "median_channel_sqnr"
 
 
@@ -80,7 +82,9 @@ def space(model_ref, spec, calibration, x: np.ndarray, floor_artifact: Path) -> 
     ranked = sorted(order, key=lambda node: -scores[node])  # stable: ties keep model order
 
     def export_keys(assignment: dict[str, str]) -> dict[str, Any]:
+        if assignment and set(assignment.values()) == {WHOLE_MODEL}:
+            return {"quantization": WHOLE_MODEL, "keep_float_nodes": []}
         return {"keep_float_nodes": [node for node in order if assignment.get(node) == "float"]}
 
     return Space("node", RANKING, list(LEVELS), ranked, scores, {n: elements.get(n, 0) for n in order}, export_keys,
-                 order)
+                 order, (WHOLE_MODEL,))

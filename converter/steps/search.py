@@ -58,7 +58,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         return runner.trial(assignment, phase, search.objective, float_bytes)
 
     outcome = RevertSearch(space.ranked, space.levels, evaluate, search.max_trials,
-                           saving=lambda item: space.elements.get(item, 0)).run()
+                           saving=lambda item: space.elements.get(item, 0), whole_levels=space.whole_levels).run()
     chosen = outcome.best
     notes = []
     if chosen is None:
