@@ -79,9 +79,9 @@ def _scalar_lambda(k):
     return k.Model(inputs, (x + 3.0) * 0.5 - 1.0)
 
 
-def _normalization(k):
+def _normalization(k, axis=-1):
     inputs = k.Input((8, 8, 3))
-    norm = k.layers.Normalization(axis=-1, name="norm")
+    norm = k.layers.Normalization(axis=axis, name="norm")
     norm.adapt(np.random.default_rng(1).normal(2.0, 3.0, size=(32, 8, 8, 3)).astype(np.float32))
     x = k.layers.Conv2D(4, 3, name="conv")(norm(inputs))
     return k.Model(inputs, k.layers.GlobalAveragePooling2D()(x))
@@ -91,6 +91,9 @@ LAYERS_CASES = {  # construct -> (model builder, TF.js's refusal without the rep
     "SeparableConv2D": (_separable, "Fields kernelInitializer", "repaired SeparableConv2D 'sep'"),
     "TFOpLambda": (_scalar_lambda, "Unknown layer: TFOpLambda", "Rescaling(scale=1, offset=3)"),
     "Normalization": (_normalization, "Unknown layer: Normalization", "repaired Normalization 'norm'"),
+    # EfficientNet's: the channel axis written as a number
+    "Normalization-axis-3": (lambda k: _normalization(k, axis=3), "Unknown layer: Normalization",
+                             "repaired Normalization 'norm'"),
 }
 
 

@@ -56,6 +56,11 @@ LIMITATIONS = [
      "a-tfjs-layers-model-that-does-not-load"),
     ("ConvNeXt", "tfjs-layers", ".*", r"LayerScale is a layer tfjs-layers 4\.22 does not have.*tfjs_graph",
      "a-tfjs-layers-model-that-does-not-load"),
+    ("RegNet", "onnx.*|tfjs-.*", ".*", r"grouped convolutions? .*(export this model as tflite|tfjs-layers has no)",
+     "unsupported-ops"),  # Conv2D(groups=N): XLA-compiled PartitionedCalls neither tf2onnx nor TF.js can run
+    ("EfficientNet", "tflite-int8", ".*", r"parity cosine", "quantization-collapses"),  # SiLU + squeeze-excite
+    ("EfficientNetV2", "tfjs-layers", ".*", r"Normalization is a layer tfjs-layers 4\.22 does not have.*tfjs_graph",
+     "a-tfjs-layers-model-that-does-not-load"),  # its mean and variance are constructor arguments, not weights
     ("MobileNetV3", "tfjs-layers", ".*", r"weights are not set: Conv/BatchNorm/.*export the model as tfjs_graph",
      "a-tfjs-layers-model-that-does-not-load"),  # layer names with '/': their weights nest in the h5 and are lost
 ]
@@ -214,8 +219,10 @@ def _cell(row, footnotes: dict[str, int]) -> str:
         return "ok"
     if row["status"] == "skipped":
         return "skipped"
-    text = re.sub(r"^\S+ on \S+: ", "", row["reason"])
-    text = re.sub(r"/\S+/(artifacts|[0-9a-z-]+/artifact)\S*", "<artifact>", text)[:400]
+    text = re.sub(r"^\S+ on \S+: ", "", " ".join(row["reason"].split()))  # one line: a footnote is a list item
+    text = re.sub(r"/\S+/(artifacts|[0-9a-z-]+/artifact)\S*", "<artifact>", text)
+    text = re.sub(r"/\S+/source-[0-9a-f]+/model:? ", "", text)
+    text = re.sub(r" This may be due to .*? -- ", " -- ", text)[:400]  # TF.js's generic reasons: the construct stays
     if row.get("limitation"):
         text += f" ([why, and the change](troubleshooting.md#{row['limitation']}))"
     number = footnotes.setdefault(text, len(footnotes) + 1)

@@ -353,7 +353,7 @@ def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, A
                     notes.append(note)
             elif kind == "Normalization":
                 note = _normalization_to_batchnorm(layer, _statistics_group(layer_config["name"], weight_groups, taken),
-                                                   weight_groups)
+                                                   weight_groups, _input_rank(config))
                 if note:
                     notes.append(note)
     return notes
@@ -424,16 +424,25 @@ def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], take
     return found
 
 
+def _input_rank(config: dict[str, Any]) -> Optional[int]:
+    """The rank of the model's input, batch included, when it has exactly one."""
+    shapes = [layer["config"].get("batch_input_shape") for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+    return len(shapes[0]) if len(shapes) == 1 and shapes[0] else None
+
+
 def _normalization_to_batchnorm(layer: dict[str, Any], found: dict[str, Any],
-                                weight_groups: list[list[dict[str, Any]]]) -> Optional[str]:
+                                weight_groups: list[list[dict[str, Any]]], rank: Optional[int] = None) -> Optional[str]:
+    """`rank`: the model input's, so that an axis written as a number (EfficientNet's Normalization(axis=3) on its
+    images) is known to be the last one."""
     import numpy as np
 
     config = layer["config"]
     name = config["name"]
     axis = config.get("axis", -1)
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    last = axis == -1 or (isinstance(axis, int) and rank is not None and axis == rank - 1)
     found = {key: found.get(key) for key in ("mean", "variance", "count")}
-    if config.get("invert") or axis != -1 or found["mean"] is None or found["variance"] is None:
+    if config.get("invert") or not last or found["mean"] is None or found["variance"] is None:
         return None
     mean = np.asarray(found["mean"]["data"], dtype=np.float32).reshape(-1)
     variance = np.asarray(found["variance"]["data"], dtype=np.float32).reshape(-1)
