@@ -56,19 +56,23 @@ def weight_elements(model, nodes: dict[str, Any]) -> dict[str, int]:
     return found
 
 
-def quantized_output(graph, tensor: str) -> str:
-    """What the consumers of `tensor` read: the output of its QuantizeLinear -> DequantizeLinear pair, if it has one
+def quantized_outputs(graph, tensors: list[str]) -> dict[str, str]:
+    """Tensor -> what its consumers read: the output of its QuantizeLinear -> DequantizeLinear pair, if it has one
     (a fused ReLU lives there: uint8 with zero point 0 clips at 0), else the tensor itself."""
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    for quantize in consumers.get(tensor, []):
-        if quantize.op_type == "QuantizeLinear":
-            for dequantize in consumers.get(quantize.output[0], []):
-                if dequantize.op_type == "DequantizeLinear":
-                    return dequantize.output[0]
-    return tensor
+
+    def read(tensor: str) -> str:
+        for quantize in consumers.get(tensor, []):
+            if quantize.op_type == "QuantizeLinear":
+                for dequantize in consumers.get(quantize.output[0], []):
+                    if dequantize.op_type == "DequantizeLinear":
+                        return dequantize.output[0]
+        return tensor
+
+    return {tensor: read(tensor) for tensor in tensors}
 
 
 def float_model(float_artifact: Path, preprocess: bool, folder: Path) -> Path:
@@ -89,10 +93,9 @@ def float_model(float_artifact: Path, preprocess: bool, folder: Path) -> Path:
     return target
 
 
-def local_errors(floor_artifact: Path, float_path: Path, x: np.ndarray, nodes: list[str]) -> dict[str, float]:
-    """Node -> median channel SQNR (dB) of its output re-run alone in the QDQ model on the float model's inputs."""
-    import onnx
-
+def local_errors(floor_artifact: Path, graph, float_path: Path, x: np.ndarray, nodes: dict[str, Any]) -> dict[str, float]:
+    """Node -> median channel SQNR (dB) of its output re-run alone in the QDQ model (`graph` is its graph) on the
+    float model's inputs."""
     from converter.explain.local import cut
     from converter.runtimes.onnx_runtime import OnnxRuntime
 
@@ -103,8 +106,8 @@ def local_errors(floor_artifact: Path, float_path: Path, x: np.ndarray, nodes: l
         tensors = quantized.tensors()
         infos = {t.name: t for t in tensors}
         raw = {t.name for t in tensors if t.op not in QDQ}  # node outputs and model inputs, as the float model has them
-        graph = onnx.load(str(floor_artifact / "model.onnx"), load_external_data=False).graph
-        outputs = {node.name: quantized_output(graph, node.output[0]) for node in graph.node if node.name in set(nodes)}
+        read = quantized_outputs(graph, [node.output[0] for node in nodes.values()])
+        outputs = {name: read[node.output[0]] for name, node in nodes.items()}
         known = {t.name for t in reference.tensors()}
 
         def in_float(name: str) -> str:
@@ -148,7 +151,7 @@ def space(float_artifact: Path, floor_artifact: Path, preprocess: bool, x: np.nd
     model = onnx.load(str(floor_artifact / "model.onnx"))
     nodes = quantized_nodes(model.graph)
     with tempfile.TemporaryDirectory(prefix="convert-onnx-search-") as tmp:
-        sqnr = local_errors(floor_artifact, float_model(float_artifact, preprocess, Path(tmp)), x, list(nodes))
+        sqnr = local_errors(floor_artifact, model.graph, float_model(float_artifact, preprocess, Path(tmp)), x, nodes)
     order = [node for node in nodes if node in sqnr]  # model order
     scores = {node: round(-sqnr[node], 3) for node in order}  # the lowest SQNR first
     ranked = sorted(order, key=lambda node: -scores[node])  # stable: ties keep model order

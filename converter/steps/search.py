@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import TypeAdapter
 
@@ -117,68 +117,64 @@ def _tfjs(runner: "_Candidates", search) -> _Opened:
     return _Opened(space, float_outcome, details)
 
 
-def _tflite(runner: "_Candidates", search) -> _Opened:
-    """Int8 with nodes kept float: the float reference is the unquantized export; the nodes are ranked on the
-    all-int8 export (the search's floor candidate, built here once and reused from the cache by the search)."""
+def _node_space(runner: "_Candidates", float_keys: dict[str, Any], floor_keys: dict[str, Any], qat_reason: str):
+    """What the TFLite and ONNX spaces start from: (float outcome, all-int8 floor outcome, the samples to rank on).
+    The float export is the reference sizes are measured against; the floor (the search's floor candidate, built
+    here once and reused from the cache by the search) is what the nodes are read from and ranked on."""
     from converter.exports.tflite import is_qat_model
-    from converter.search import tflite_space
-    from converter.steps.export import calibration_samples
     from converter.steps.data import load
     from converter.steps.stage import model_ref
 
-    ctx = runner.ctx
-    ref = model_ref(ctx.parents["model"])
-    if is_qat_model(ref):
-        raise StepFailed(f"{runner.name}: search: the model is quantization-aware trained, and TFLite ignores "
-                         "keep_float_nodes on it: nothing to search")
-    float_outcome = runner.export({"quantization": "none", "input_type": "float32", "output_type": "float32"}, required=True)
-    floor = runner.export({"keep_float_nodes": []})
-    if not floor.ok:
-        raise StepFailed(f"{runner.name}: search: the all-int8 export fails: {floor.error}")
-
-    x = load(ctx.parents["data"]).x
-    try:
-        space = tflite_space.space(ref, runner.spec({"keep_float_nodes": []}), calibration_samples(ctx.parents["calibration"]),
-                                   x if isinstance(x, dict) else x[:RANK_SAMPLES], floor.entry.path / "artifact" / "model.tflite")
-    except ValueError as error:
-        raise StepFailed(f"{runner.name}: search: {error}") from None
-
-    def details(assignment: dict[str, str]) -> dict[str, Any]:
-        nodes = space.describe(assignment, lambda node: {"median_channel_sqnr_db": -space.scores[node]})
-        return {"keep_float_nodes": space.export_keys(assignment)["keep_float_nodes"], "nodes": nodes}
-
-    return _Opened(space, float_outcome, details)
-
-
-def _onnx(runner: "_Candidates", search) -> _Opened:
-    """Static QDQ int8 with nodes kept float: the float reference is the unquantized export; the nodes are ranked
-    on the all-int8 export (the search's floor candidate, built here once and reused from the cache)."""
-    from converter.search import onnx_space
-    from converter.steps.data import load
-
-    from converter.exports.tflite import is_qat_model
-    from converter.steps.stage import model_ref
-
-    spec = runner.spec({})
     if is_qat_model(model_ref(runner.ctx.parents["model"])):
-        raise StepFailed(f"{runner.name}: search: the model is quantization-aware trained, and its ONNX export keeps "
-                         "its own QDQ nodes: nothing to search")
-    float_outcome = runner.export({"quantization": "none"}, required=True)
-    floor = runner.export({"exclude_nodes": []})
+        raise StepFailed(f"{runner.name}: search: the model is quantization-aware trained, and {qat_reason}: "
+                         "nothing to search")
+    float_outcome = runner.export(float_keys, required=True)
+    floor = runner.export(floor_keys)
     if not floor.ok:
         raise StepFailed(f"{runner.name}: search: the all-int8 export fails: {floor.error}")
     x = load(runner.ctx.parents["data"]).x
-    try:
-        space = onnx_space.space(float_outcome.entry.path / "artifact", floor.entry.path / "artifact", spec.preprocess,
-                                 x if isinstance(x, dict) else x[:RANK_SAMPLES])
-    except ValueError as error:
-        raise StepFailed(f"{runner.name}: search: {error}") from None
+    return float_outcome, floor, x if isinstance(x, dict) else x[:RANK_SAMPLES]
 
+
+def _node_details(space, key: str) -> Callable[[dict[str, str]], dict[str, Any]]:
+    """A node space's own search details: the chosen list under `key` and the per-node map."""
     def details(assignment: dict[str, str]) -> dict[str, Any]:
         nodes = space.describe(assignment, lambda node: {"median_channel_sqnr_db": -space.scores[node]})
-        return {"exclude_nodes": space.export_keys(assignment)["exclude_nodes"], "nodes": nodes}
+        return {key: space.export_keys(assignment)[key], "nodes": nodes}
 
-    return _Opened(space, float_outcome, details)
+    return details
+
+
+def _tflite(runner: "_Candidates", search) -> _Opened:
+    """Int8 with nodes kept float (keep_float_nodes)."""
+    from converter.search import tflite_space
+    from converter.steps.export import calibration_samples
+    from converter.steps.stage import model_ref
+
+    float_outcome, floor, x = _node_space(
+        runner, {"quantization": "none", "input_type": "float32", "output_type": "float32"}, {"keep_float_nodes": []},
+        "TFLite ignores keep_float_nodes on it")
+    try:
+        space = tflite_space.space(model_ref(runner.ctx.parents["model"]), runner.spec({"keep_float_nodes": []}),
+                                   calibration_samples(runner.ctx.parents["calibration"]), x,
+                                   floor.entry.path / "artifact" / "model.tflite")
+    except ValueError as error:
+        raise StepFailed(f"{runner.name}: search: {error}") from None
+    return _Opened(space, float_outcome, _node_details(space, "keep_float_nodes"))
+
+
+def _onnx(runner: "_Candidates", search) -> _Opened:
+    """Static QDQ int8 with nodes kept float (exclude_nodes)."""
+    from converter.search import onnx_space
+
+    float_outcome, floor, x = _node_space(runner, {"quantization": "none"}, {"exclude_nodes": []},
+                                          "its ONNX export keeps its own QDQ nodes")
+    try:
+        space = onnx_space.space(float_outcome.entry.path / "artifact", floor.entry.path / "artifact",
+                                 runner.spec({}).preprocess, x)
+    except ValueError as error:
+        raise StepFailed(f"{runner.name}: search: {error}") from None
+    return _Opened(space, float_outcome, _node_details(space, "exclude_nodes"))
 
 
 # a candidate's timing loop under objective: latency (the recipe's benchmark schedule times the chosen one again)
