@@ -331,3 +331,25 @@ def test_the_page_reads_intermediate_tensors_and_reruns_one_node_as_the_node_run
     last = tensors[-1]
     fed = loaded.intermediates([expected[f] if f in expected else x for f in last.inputs], [last.name], feeds=list(last.inputs))
     assert np.abs(fed[last.name] - expected[last.name]).max() <= 1e-3 * max(1.0, float(np.abs(expected[last.name]).max()))
+
+
+def test_a_model_with_more_shards_than_http_connections_loads(tmp_path):
+    """Nine 4 MB weight shards (Chromium opens 6 HTTP/1.1 connections per host): tfjs's loader awaits every
+    shard's headers before reading any body, which stalled the page until each response is read whole (page.js).
+    (1 MB shards do not stall: their bodies fit in the browser's buffers.)"""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    net = k.Sequential([k.layers.Input((8,)), k.layers.Dense(1024, activation="relu"), k.layers.Dense(8192)])
+    folder = tmp_path / "model"
+    net.save(str(folder), save_format="tf")
+    out = tmp_path / "graph"
+    tfjs_export.export_graph(ModelRef(folder, "keras"), TfjsGraphExport(name="g", format="tfjs_graph"),
+                             out, ExportContext(build_id="t"))
+    (group,) = json.loads((out / "model.json").read_text())["weightsManifest"]
+    assert len(group["paths"]) == 9
+    x = np.random.RandomState(0).rand(2, 8).astype(np.float32)
+    with open_runtime("browser-wasm", "tfjs_graph", out) as runtime:
+        (found,) = runtime.run([x])
+    assert np.abs(found - net.predict(x, verbose=0)).max() <= tolerance("tfjs_graph", "none").max_abs_diff * 10

@@ -123,7 +123,7 @@ def test_split_parts_are_disjoint_and_cover_the_data():
 # ----------------------------------------------------------------------------- strategy and space (no TensorFlow)
 def _search(needed: set[str], items: list[str], max_trials: int = 20):
     """A search over items where a candidate holds the budget iff every item of `needed` is reverted."""
-    def evaluate(assignment, phase):
+    def evaluate(assignment, phase, variant):
         reverted = {i for i, level in assignment.items() if level != "uint8"}
         size = sum(2 if level != "uint8" else 1 for level in assignment.values())
         return Trial(0, phase, assignment, needed <= reverted, size)
@@ -150,7 +150,7 @@ def test_a_whole_model_level_is_tried_once_after_the_floor_and_wins_only_when_sm
     """TFLite's int16x8: every item at once, never per item. Sizes: int8 90 (fails), each float item +5."""
     from converter.search.strategy import RevertSearch, Trial
 
-    def evaluate(assignment, phase):
+    def evaluate(assignment, phase, variant):
         levels = set(assignment.values())
         if levels == {"int16x8"}:
             return Trial(0, phase, assignment, True, whole_size)
@@ -163,6 +163,43 @@ def test_a_whole_model_level_is_tried_once_after_the_floor_and_wins_only_when_sm
     assert phases[:3] == ["anchor", "floor", "whole model"] and phases.count("whole model") == 1
     assert outcome.best.phase == chosen and outcome.best.objective == min(whole_size, 95)
     assert ("every item at int16x8 is smaller, and chosen" in outcome.stop_reason) == (chosen == "whole model")
+
+
+@pytest.mark.parametrize("drops, chosen", [({None: 3, "entropy": 2, "percentile": 5}, "entropy"),
+                                           ({None: 3, "entropy": 0.5, "percentile": 5}, "entropy"),
+                                           ({None: 2, "entropy": 3, "percentile": 5}, None)])
+def test_variants_are_tried_on_the_floor_and_the_search_goes_on_with_the_least_bad(drops, chosen):
+    """ONNX's calibration methods: each is tried with every node int8 when the recipe's fails; one that holds the
+    budget (drop <= 1) is chosen, else the bisection and the prune run with the one that missed by least."""
+    def evaluate(assignment, phase, variant):
+        floats = {i for i, level in assignment.items() if level == "float"}
+        drop = drops[variant] if not floats else 0 if "w2" in floats else 4
+        return Trial(0, phase, assignment, drop <= 1, 90 + 5 * len(floats), shortfall=drop)
+
+    outcome = RevertSearch(["w0", "w1", "w2", "w3"], ["int8", "float"], evaluate, 20, saving=lambda i: 1,
+                           variants=("entropy", "percentile")).run()
+    floors = [t for t in outcome.trials if t.phase in ("floor", "variant")]
+    if drops["entropy"] <= 1:
+        assert [t.variant for t in floors] == [None, "entropy"] and outcome.best.variant == "entropy"
+        assert outcome.stop_reason == "every item at int8 holds the budget with entropy"
+        return
+    assert [t.variant for t in floors] == [None, "entropy", "percentile"]
+    later = [t for t in outcome.trials if t.phase in ("bisect", "prune")]
+    assert later and {t.variant for t in later} == {chosen}
+    assert {i for i, level in outcome.best.assignment.items() if level == "float"} == {"w2"}
+
+
+def test_max_seconds_stops_the_search_and_keeps_the_best_so_far():
+    """No candidate is started after max_seconds: the anchor (every item wide) was, and is kept."""
+    import time
+
+    def evaluate(assignment, phase, variant):
+        time.sleep(0.2)
+        return Trial(0, phase, assignment, set(assignment.values()) == {"uint16"}, len(assignment))
+
+    outcome = RevertSearch(["w0", "w1"], ["uint8", "uint16"], evaluate, 20, saving=lambda i: 1, max_seconds=0.1).run()
+    assert len(outcome.trials) == 1 and outcome.best is outcome.trials[0]
+    assert outcome.stop_reason == "max_seconds (0.1) reached after 1 candidates"
 
 
 def test_quantize_block_resolves_to_the_assignment_under_tfjs_glob_rules():
@@ -222,7 +259,8 @@ def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(o
     search = artifact["details"]["search"]
     wide = {w["name"]: w["dtype"] for w in search["weights"] if w["dtype"] != "uint8"}
     assert wide == {OUTLIER: "uint16"}, search["stop_reason"]
-    assert search["quantize"] == {"uint16": [OUTLIER], "uint8": ["*"]}
+    # its outlier is a whole input row, in every output channel: per-channel kernels do not save it
+    assert search["quantize"] == {"uint16": [OUTLIER], "uint8": ["*"], "per_channel": ["*"]}
     assert len(search["trials"]) <= 20 and search["trials"][search["chosen_trial"] - 1]["verdict"] == "passed"
     assert any(t["dtypes"] == {"uint8": 6} and t["verdict"] == "failed" for t in search["trials"])
     # the verdict comes from the held-out part: its own samples and its own reference
@@ -233,7 +271,7 @@ def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(o
     # the published artifact is the chosen map, and the report shows the log and the pasteable map
     manifest = json.loads((tmp_path / "run" / "artifacts" / "tfjs-search" / "model.json").read_text())["weightsManifest"]
     dtypes = {w["name"]: w.get("quantization", {}).get("dtype") for g in manifest for w in g["weights"]
-              if w["dtype"] == "float32"}
+              if w["dtype"] == "float32" and not w["name"].endswith("/channel_scale")}
     assert dtypes[OUTLIER] == "uint16" and {d for n, d in dtypes.items() if n != OUTLIER} == {"uint8"}
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "## Search: tfjs-search" in markdown and f"  - {OUTLIER}" in markdown and "(chosen)" in markdown
@@ -251,7 +289,7 @@ def test_a_search_cut_short_still_yields_its_best_valid_candidate(outlier_model,
     report = api.run(recipe(outlier_model, max_trials=1), out=tmp_path / "run")
     search = report.artifact("tfjs-search")["details"]["search"]
     assert search["stop_reason"] == "max_trials (1) reached" and len(search["trials"]) == 1
-    assert search["quantize"] == {"uint16": ["*"]} and search["chosen_passed"]
+    assert search["quantize"] == {"uint16": ["*"], "per_channel": ["*"]} and search["chosen_passed"]
     assert report.passed
 
 
@@ -293,7 +331,7 @@ def test_the_prune_order_does_not_depend_on_hashing():
 
     script = ("from converter.search.strategy import RevertSearch, Trial\n"
               "items = [f'w{i}' for i in range(16)]\n"
-              "def evaluate(a, phase):\n"
+              "def evaluate(a, phase, variant):\n"
               "    reverted = {i for i, l in a.items() if l != 'uint8'}\n"
               "    return Trial(0, phase, a, {'w0', 'w7'} <= reverted, len(reverted))\n"
               "out = RevertSearch(items, ['uint8', 'uint16'], evaluate, 40, saving=lambda i: 1).run()\n"
@@ -421,10 +459,17 @@ def test_onnx_search_keeps_only_the_outlier_node_float_found_by_its_rank(logit_o
     ranked = sorted(nodes, key=lambda n: -n["sensitivity"])
     head = ranked[0]["name"]
     assert "head" in head, nodes  # the local error ranks the wrecked node first
-    assert search["exclude_nodes"] == [head] and search["recipe"] == {"exclude_nodes": [head]}, search["stop_reason"]
     phases = [t["phase"] for t in search["trials"]]
-    assert phases[:2] == ["anchor", "floor"] and search["trials"][1]["verdict"] == "failed"
-    assert "prune" not in phases and len(phases) <= 2 + math.ceil(math.log2(len(nodes))), phases
+    assert phases[:4] == ["anchor", "floor", "variant", "variant"], phases
+    assert all(t["verdict"] == "failed" for t in search["trials"][1:4])
+    # the other calibration methods were tried on the floor; the search went on with the one that missed by least
+    floors = search["trials"][1:4]
+    closest = min(floors, key=lambda t: t["shortfall"]).get("calibration_method")
+    assert [t.get("calibration_method") for t in floors] == [None, "entropy", "percentile"]
+    assert {t.get("calibration_method") for t in search["trials"][4:]} == {closest}
+    assert search["exclude_nodes"] == [head], search["stop_reason"]
+    assert search["recipe"] == {"exclude_nodes": [head], **({"calibration_method": closest} if closest else {})}
+    assert "prune" not in phases and len(phases) <= 4 + math.ceil(math.log2(len(nodes))), phases
     (evaluation,) = artifact["evaluations"]
     assert evaluation["backend"] == "onnxruntime" and evaluation["status"] == "passed" and report.passed
     assert evaluation["metrics"]["top1_agreement"] >= 0.9

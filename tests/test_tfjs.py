@@ -221,3 +221,105 @@ def test_sequential_keepdims_max_pooling_1d_is_repaired(tmp_path):
     assert "GlobalMaxPooling1D 'pool'" in result.details["repairs"][0]
     out, _ = _run(tmp_path / "out", "tfjs_layers", "tfjs-cpu", x)
     assert out.shape == (3, 1, 2) and np.abs(out - model.predict(x, verbose=0)).max() <= 1e-4
+
+
+# ----------------------------------------------------------------------------- per-channel kernels
+@pytest.fixture(scope="module")
+def ranged(tmp_path_factory):
+    """Convolution, depthwise, matmul and a bias-free 1x1 convolution whose output channels span 300x in range (as
+    batch norms folded into a kernel make them): fixed weights, no training."""
+    from converter.tf_env import keras
+
+    k = keras()
+    rng = np.random.RandomState(0)
+    inputs = k.layers.Input((6, 6, 3))
+    x = k.layers.Conv2D(4, 3, padding="same", activation="relu6", name="conv")(inputs)
+    x = k.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(x)
+    x = k.layers.Conv2D(4, 1, use_bias=False, name="plain")(x)
+    x = k.layers.Flatten(name="flat")(x)
+    model = k.Model(inputs, k.layers.Dense(3, name="head")(x))
+    spread = np.array([0.01, 0.1, 1.0, 3.0])
+    for layer in model.layers:
+        if layer.weights:
+            kernel, *bias = layer.get_weights()
+            kernel = rng.normal(0, 1, kernel.shape) * (spread if kernel.shape[-1] == 4 else
+                                                        spread[:, None] if kernel.shape[-2] == 4 else 1.0)
+            layer.set_weights([kernel.astype(np.float32)] + [b + 0.01 for b in bias])
+    x = rng.rand(4, 6, 6, 3).astype(np.float32)
+    return _save(model, tmp_path_factory.mktemp("ranged") / "model"), model, x
+
+
+def _restored(folder: Path) -> dict[str, np.ndarray]:
+    """Every weight as TF.js restores it (q * scale + min), per-channel kernels times their channel scale."""
+    content = json.loads((folder / "model.json").read_text())
+    values = {}
+    for group in content["weightsManifest"]:
+        blob = b"".join((folder / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for w in group["weights"]:
+            q = w.get("quantization", {})
+            dtype = np.dtype(q.get("dtype", w["dtype"]))
+            count = int(np.prod(w["shape"], dtype=np.int64))
+            data = np.frombuffer(blob, dtype, count, offset).astype(np.float64).reshape(w["shape"])
+            offset += count * dtype.itemsize
+            values[w["name"]] = data * q["scale"] + q["min"] if "scale" in q else data
+    for name in [n for n in values if n.endswith("/channel_scale")]:
+        kernel = name[:-len("/channel_scale")]
+        s = values.pop(name)
+        values[kernel] = (values[kernel].reshape(-1, s.size) * s).reshape(values[kernel].shape)
+    return values
+
+
+def _kernel(values: dict[str, np.ndarray], layer: str) -> str:
+    return next(n for n in values if f"/{layer}/" in n and values[n].ndim >= 2)
+
+
+def test_per_channel_kernels_hold_each_channel_to_its_own_step(ranged, tmp_path):
+    """Stored per channel, every kernel value is within half a uint8 step of its own channel's range (2 * s / 255,
+    W' spans [-1, 1]), where one range per weight leaves the smallest channel's values on a few steps."""
+    _, model, _ = ranged
+    per_tensor, per_channel = tmp_path / "tensor", tmp_path / "channel"
+    tfjs_export.export_graph(ranged[0], TfjsGraphExport(name="g", format="tfjs_graph", quantize=Quantize(uint8=["*"])),
+                             per_tensor, CTX)
+    result = tfjs_export.export_graph(ranged[0], TfjsGraphExport(
+        name="g", format="tfjs_graph", quantize=Quantize(uint8=["*"], per_channel=["*"])), per_channel, CTX)
+    assert result.details["per_channel"] == 4
+    tensor_values, channel_values = _restored(per_tensor), _restored(per_channel)
+    for layer, trailing in (("conv", 1), ("dw", 2), ("plain", 1), ("head", 1)):
+        original = model.get_layer(layer).get_weights()[0].astype(np.float64)
+        channels = original.reshape(-1, int(np.prod(original.shape[-trailing:])))
+        step = np.abs(channels).max(axis=0) * 2 / 255
+        error = np.abs(channel_values[_kernel(channel_values, layer)].reshape(channels.shape) - channels)
+        assert (error <= step / 2 * (1 + 1e-5) + 1e-12).all(), layer
+        tensor_error = np.abs(tensor_values[_kernel(tensor_values, layer)].reshape(channels.shape) - channels)
+        if layer != "head":  # channel 0, the smallest: per channel within 1/255 of its range, one range: >10x that
+            assert tensor_error[:, 0].max() / np.abs(channels[:, 0]).max() > 10 / 255, layer
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_per_channel_graph_runs_the_stored_kernels_exactly(ranged, tmp_path, backend):
+    """The rewritten graph (plain op, Mul by the channel scale, AddV2, activation) computes the model with its
+    stored weights: TF.js's output equals Keras's with those weights set, within float tolerance."""
+    from converter.tf_env import keras
+
+    _, model, x = ranged
+    tfjs_export.export_graph(ranged[0], TfjsGraphExport(
+        name="g", format="tfjs_graph", quantize=Quantize(uint8=["*"], per_channel=["*"])), tmp_path, CTX)
+    values = _restored(tmp_path)
+    copy = keras().models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for layer in ("conv", "dw", "plain", "head"):
+        weights = copy.get_layer(layer).get_weights()
+        copy.get_layer(layer).set_weights([values[_kernel(values, layer)].astype(np.float32)] + weights[1:])
+    expected = copy.predict(x, verbose=0)
+    out, _ = _run(tmp_path, "tfjs_graph", backend, x)
+    assert np.abs(out - expected).max() <= tolerance("tfjs_graph", "none").max_abs_diff * max(1.0, np.abs(expected).max())
+    ops = [n["op"] for n in json.loads((tmp_path / "model.json").read_text())["modelTopology"]["node"]]
+    assert ops.count("Mul") == 4
+
+
+def test_per_channel_needs_a_graph_model():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="per_channel"):
+        TfjsLayersExport(name="l", format="tfjs_layers", quantize=Quantize(uint8=["*"], per_channel=["*"]))

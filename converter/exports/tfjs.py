@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 from converter.errors import ConversionError, RecipeError
 from converter.exports.base import ExportContext, ExportResult, unique_name
 from converter.model_ref import ModelRef
+from converter.exports.tfjs_ranges import clipped
 from converter.recipe.schema import Quantize, TfjsGraphExport, TfjsLayersExport
 
 QUANTIZE_DTYPES = ("uint8", "uint16", "float16")
@@ -36,12 +37,13 @@ def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: Exp
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
 
     quantization = quantization_map(spec.quantize, spec.name)
+    per_channel = bool(spec.quantize and spec.quantize.per_channel)  # quantized here, after the graph is rewritten
     splitting = _weights_grouped_by_scope(converter) if spec.split_weights_by_layer else contextlib.nullcontext()
     try:
-        with splitting:
+        with splitting, clipped(spec.quantize.range if spec.quantize else "minmax"):
             converter.convert_tf_saved_model(
                 str(model.path), str(out_dir), signature_def=model.signature,
-                quantization_dtype_map=quantization, strip_debug_ops=spec.strip_debug_ops,
+                quantization_dtype_map=None if per_channel else quantization, strip_debug_ops=spec.strip_debug_ops,
                 control_flow_v2=spec.control_flow_v2, weight_shard_size_bytes=spec.shard_size,
                 metadata=_metadata(ctx))
     except ValueError as err:
@@ -51,8 +53,10 @@ def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: Exp
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
     except Exception as err:  # the converter raises bare Exceptions and TF errors alike
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
+    stored_per_channel = _per_channel(out_dir, spec, quantization) if per_channel else {}
     repairs = repair_graph(out_dir / "model.json")
     result = _result(out_dir, spec.quantize, ctx)
+    result.details.update(stored_per_channel)
     result.notes += repairs
     if repairs:
         result.details["repairs"] = repairs
@@ -268,8 +272,9 @@ def export_layers(model: ModelRef, spec: TfjsLayersExport, out_dir: Path, ctx: E
         h5_path.unlink(missing_ok=True)
     repairs = repair_topology(topology, keras_model) + repair_layers(topology, weight_groups)
     try:
-        keras_h5_conversion.write_artifacts(topology, weight_groups, str(out_dir), quantization_dtype_map=quantization,
-                                            weight_shard_size_bytes=spec.shard_size, metadata=_metadata(ctx))
+        with clipped(spec.quantize.range if spec.quantize else "minmax"):
+            keras_h5_conversion.write_artifacts(topology, weight_groups, str(out_dir), quantization_dtype_map=quantization,
+                                                weight_shard_size_bytes=spec.shard_size, metadata=_metadata(ctx))
     except ValueError as err:
         _raise_quantization_conflict(err, spec.name)
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
@@ -513,6 +518,26 @@ def quantization_map(quantize: Optional[Quantize], export_name: str) -> Optional
     return mapping or None
 
 
+def _per_channel(out_dir: Path, spec: TfjsGraphExport, quantization: dict[str, Any]) -> dict[str, Any]:
+    """Quantize the float graph model in out_dir with the kernels `quantize.per_channel` names stored per output
+    channel (converter/exports/tfjs_per_channel.py); the weights' dtypes are the ones tensorflowjs's map gives."""
+    import numpy as np
+    from tensorflowjs import quantization as tfjs_quantization
+
+    from converter.exports import tfjs_per_channel
+
+    content = json.loads((out_dir / "model.json").read_text())
+    names = [w["name"] for group in content["weightsManifest"] for w in group["weights"] if w["dtype"] == "float32"]
+    try:
+        mapped = tfjs_quantization.map_layers_to_quantization_dtype(names, quantization)
+    except ValueError as err:
+        _raise_quantization_conflict(err, spec.name)
+        raise
+    dtypes = {name: np.dtype(dtype).name for name, dtype in mapped.items()}
+    with clipped(spec.quantize.range):
+        return tfjs_per_channel.apply(out_dir, dtypes, spec.quantize.per_channel, spec.shard_size)
+
+
 def _raise_quantization_conflict(err: ValueError, export_name: str) -> None:
     if "quantization" in str(err).lower():
         raise RecipeError(f"exports.{export_name}.quantize", _one_line(err)) from None
@@ -547,7 +572,7 @@ def _result(out_dir: Path, quantize: Optional[Quantize], ctx: ExportContext) -> 
     notes: list[str] = []
     if quantize is not None:
         names = [w["name"] for w in weights]
-        unmatched = [f"{dtype}:{glob}" for dtype in QUANTIZE_DTYPES for glob in getattr(quantize, dtype)
+        unmatched = [f"{dtype}:{glob}" for dtype in (*QUANTIZE_DTYPES, "per_channel") for glob in getattr(quantize, dtype)
                      if glob != "*" and not fnmatch.filter(names, glob)]
         if unmatched:
             details["quantize_unmatched"] = unmatched

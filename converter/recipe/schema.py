@@ -303,14 +303,27 @@ class Quantize(Strict):
     uint8: list[str] = Field(default_factory=list, description="Weights stored as uint8 (affine).")
     uint16: list[str] = Field(default_factory=list, description="Weights stored as uint16 (affine).")
     float16: list[str] = Field(default_factory=list, description="Weights stored as float16.")
+    range: Literal["minmax", "mse"] = Field(
+        "minmax", description="The affine range of each uint8 and uint16 weight (TF.js stores a scale and minimum per "
+        "weight): 'minmax', the weight's minimum and maximum, as tensorflowjs does; or 'mse', the clipped range that "
+        "minimises the weight's mean squared round-trip error, so that one outlier does not coarsen every other value.")
+
+    per_channel: list[str] = Field(
+        default_factory=list, description="tfjs_graph: weight-name globs ('*': every one) of convolution and matmul "
+        "kernels stored per output channel when they are uint8 or uint16. The kernel is stored scaled to [-1, 1] per "
+        "channel and a float32 scale per channel multiplies the op's output (the fused op is split into the plain op, "
+        "Mul, AddV2 and its activation): several times less error than one range per weight, where batch norms "
+        "folded into the kernel give its channels different ranges. Costs 4 bytes per channel and the unfused ops.")
 
     def short_name(self) -> str:
         used = [d for d in ("uint8", "uint16", "float16") if getattr(self, d)]
         if not used:
             return "none"
+        suffix = "" if self.range == "minmax" or not ({"uint8", "uint16"} & set(used)) else f"+{self.range}"
+        suffix += "+per-channel" if self.per_channel and {"uint8", "uint16"} & set(used) else ""
         if len(used) == 1 and getattr(self, used[0]) == ["*"]:
-            return used[0]
-        return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")"
+            return used[0] + suffix
+        return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")" + suffix
 
 
 SEARCHED_FORMATS = {"tfjs_graph": "tfjs-wasm", "tfjs_layers": "tfjs-wasm", "tflite": "tflite", "onnx": "onnxruntime"}  # -> default backend
@@ -329,6 +342,10 @@ class TfjsSearchSpace(Strict):
         "'quantization_error' (RMS error of the weight stored at the first dtype, over its median magnitude), "
         "'error_per_byte' (that error squared per element: the most error removed per byte first) or 'range' "
         "(range over median magnitude: outliers first).")
+    per_channel: Optional[bool] = Field(
+        None, description="Store uint8 and uint16 convolution and matmul kernels per output channel (quantize."
+        "per_channel: ['*']); default true for tfjs_graph, and a tfjs_layers model cannot.")
+    range: Literal["minmax", "mse"] = Field("minmax", description="The uint8/uint16 range of each weight (quantize.range).")
 
     @field_validator("dtypes")
     @classmethod
@@ -354,6 +371,8 @@ class Search(Strict):
                            description="What every candidate must hold on the search part, and the chosen one on the "
                            "held-out part; default {max_top1_drop: 0.01}, applied on top of verify and the export's verify:.")
     max_trials: int = Field(20, ge=1, le=1000, description="Candidates evaluated at most (cached ones count too).")
+    max_seconds: Optional[float] = Field(None, gt=0, description="No new candidate is started after this many seconds of "
+                                         "searching; the best candidate within the budget so far is kept.")
     holdout: float = Field(0.5, gt=0, lt=1, description="Share of data.eval held out: never seen by the search, used for the verdict.")
     seed: int = Field(0, description="Seed of the search/held-out split.")
     within_noise: Literal["fail", "point"] = Field(
@@ -533,6 +552,18 @@ class TfjsLayersExport(ExportBase):
     format: Literal["tfjs_layers"]
     shard_size: ByteSize = Field(4 * 1024 * 1024, description="Weight shard size in bytes or text such as '4MB'.")
     quantize: Optional[Quantize] = Field(None, description="Weight quantization by weight-name glob.")
+
+    @model_validator(mode="after")
+    def _graph_only(self) -> "TfjsLayersExport":
+        if self.quantize is not None and self.quantize.per_channel:
+            raise problems("TfjsLayersExport", [(("quantize", "per_channel"), "per_channel",
+                                                 "per-channel kernels multiply the op's output by a scale, which a "
+                                                 "layers model has no node for: use format: tfjs_graph", {})])
+        if self.search is not None and self.search.space.per_channel:
+            raise problems("TfjsLayersExport", [(("search", "space", "per_channel"), "per_channel",
+                                                 "per-channel kernels need a graph model: set per_channel: false, or "
+                                                 "use format: tfjs_graph", {})])
+        return self
 
     def quantization_name(self) -> str:
         if self.search is not None:

@@ -44,7 +44,8 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
         verdict = trial.get("verdict", "")
         if index == search.get("chosen_trial"):
             verdict += " (chosen)"
-        rows.append([str(index), trial.get("phase", ""), dtypes, fmt(trial.get("size_bytes"), "bytes"),
+        phase = trial.get("phase", "") + (f" ({trial['variant']})" if trial.get("variant") else "")
+        rows.append([str(index), phase, dtypes, fmt(trial.get("size_bytes"), "bytes"),
                      f"{trial['size_ratio']:.3f}" if trial.get("size_ratio") is not None else "",
                      f"{trial['weight_ratio']:.3f}" if trial.get("weight_ratio") is not None else "",
                      fmt(trial.get("top1_drop"), "pts"), verdict, "yes" if index in frontier else "",

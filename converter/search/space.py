@@ -21,6 +21,7 @@ class Space:
     export_keys: Callable[[dict[str, str]], dict[str, Any]]  # assignment -> the export keys that build it
     order: list[str] = field(default_factory=list)  # items in model order (the map's rows); default rank order
     whole_levels: tuple[str, ...] = ()  # levels only the whole model can take (every item at once)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # other whole-model settings: name -> export keys
 
     def summary(self, assignment: dict[str, str]) -> dict[str, int]:
         """Items per level."""

@@ -48,22 +48,15 @@ def read_weights(artifact: Path) -> list[Weight]:
     return weights
 
 
-def roundtrip(values: np.ndarray, dtype: str) -> np.ndarray:
-    """The values as tensorflowjs stores and restores them at `dtype` (tensorflowjs/quantization.py)."""
-    data = values.astype(np.float64)
-    if dtype == "float32":
-        return data
-    if dtype == "float16":
-        return values.astype(np.float16).astype(np.float64)
-    levels = 255 if dtype == "uint8" else 65535
-    low, high = float(data.min()), float(data.max())
-    if high == low:
-        return data
-    scale = (high - low) / levels
-    if low <= 0 <= high:
-        low = -np.round(-low / scale) * scale
-        high = levels * scale + low
-    return np.round((data.clip(low, high) - low) / scale) * scale + low
+def roundtrip(values: np.ndarray, dtype: str, trailing: int = 0, method: str = "minmax") -> np.ndarray:
+    """The values as the export stores and restores them at `dtype`: one affine range per weight, as tensorflowjs
+    does (tensorflowjs/quantization.py), or per output channel for a kernel with `trailing` output-channel dims
+    (converter/exports/tfjs_per_channel.py); `method`: the range (converter/exports/tfjs_ranges.py)."""
+    from converter.exports import tfjs_per_channel, tfjs_ranges
+
+    if trailing and dtype in ("uint8", "uint16"):
+        return tfjs_per_channel.stored(values, dtype, trailing, method)
+    return tfjs_ranges.stored(values, dtype, method)
 
 
 def typical(values: np.ndarray) -> float:
@@ -74,7 +67,7 @@ def typical(values: np.ndarray) -> float:
     return median if median > 0 else float(np.mean(magnitudes)) if magnitudes.size else 0.0
 
 
-def sensitivity(weight: Weight, dtype: str, ranking: str) -> float:
+def sensitivity(weight: Weight, dtype: str, ranking: str, trailing: int = 0, method: str = "minmax") -> float:
     """How much storing `weight` at `dtype` hurts it, relative to its typical magnitude: the RMS error of the
     round trip ('quantization_error'), or the range ('range', outliers first)."""
     values = weight.values.astype(np.float64)
@@ -83,21 +76,24 @@ def sensitivity(weight: Weight, dtype: str, ranking: str) -> float:
         return 0.0
     if ranking == "range":
         return float((values.max() - values.min()) / scale)
-    error = roundtrip(weight.values, dtype) - values
+    error = roundtrip(weight.values, dtype, trailing, method) - values
     return float(np.sqrt(np.mean(error ** 2)) / scale)
 
 
-def rank(weights: list[Weight], dtype: str, ranking: str) -> list[tuple[str, float]]:
+def rank(weights: list[Weight], dtype: str, ranking: str, kernels: dict[str, int] | None = None,
+         method: str = "minmax") -> list[tuple[str, float]]:
     """(name, score), the first to revert first; ties keep manifest order.
 
     'error_per_byte' is the greedy order of a knapsack: a weight's relative error adds roughly independently to the
     output's, so reverting it removes about its squared error, at the cost of its elements' extra bytes; the
     weights that remove the most error per byte come first (small, sensitive ones: first convolutions, depthwise
     kernels, biases). The other rankings ignore the cost."""
+    kernels = kernels or {}
     if ranking == "error_per_byte":
-        scored = [(w.name, sensitivity(w, dtype, "quantization_error") ** 2 / max(1, w.elements)) for w in weights]
+        scored = [(w.name, sensitivity(w, dtype, "quantization_error", kernels.get(w.name, 0), method) ** 2
+                   / max(1, w.elements)) for w in weights]
     else:
-        scored = [(w.name, sensitivity(w, dtype, ranking)) for w in weights]
+        scored = [(w.name, sensitivity(w, dtype, ranking, kernels.get(w.name, 0), method)) for w in weights]
     return sorted(scored, key=lambda item: -item[1])
 
 
@@ -111,9 +107,10 @@ def _glob(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
-def to_quantize(assignment: dict[str, str]) -> dict[str, list[str]] | None:
+def to_quantize(assignment: dict[str, str], per_channel: bool = False, method: str = "minmax") -> dict[str, Any] | None:
     """An assignment as a recipe `quantize:` block: the most common quantized dtype takes '*' (every weight no
-    other list claims) unless some weight stays float32, which tfjs can only express by listing the others."""
+    other list claims) unless some weight stays float32, which tfjs can only express by listing the others;
+    `per_channel`: every kernel that can be is stored per channel; `method`: the uint8/uint16 range."""
     counts: dict[str, int] = {}
     for dtype in assignment.values():
         counts[dtype] = counts.get(dtype, 0) + 1
@@ -121,9 +118,13 @@ def to_quantize(assignment: dict[str, str]) -> dict[str, list[str]] | None:
     if not quantized:
         return None
     star = None if counts.get("float32") else max(quantized, key=lambda d: counts[d])
-    block: dict[str, list[str]] = {}
+    block: dict[str, Any] = {}
     for dtype in quantized:
         block[dtype] = ["*"] if dtype == star else [_glob(n) for n, d in assignment.items() if d == dtype]
+    if per_channel and {"uint8", "uint16"} & set(quantized):
+        block["per_channel"] = ["*"]
+    if method != "minmax":
+        block["range"] = method
     return block
 
 
@@ -141,11 +142,14 @@ def describe(weights: list[Weight], assignment: dict[str, str], scores: dict[str
              "sensitivity": float(f"{scores.get(w.name, 0.0):.4g}")} for w in weights]
 
 
-def space(weights: list[Weight], dtypes: list[str], ranking: str):
-    """The search space of a float TF.js artifact's weights: one dtype each, built with a `quantize:` map."""
+def space(weights: list[Weight], dtypes: list[str], ranking: str, kernels: dict[str, int] | None = None,
+          method: str = "minmax"):
+    """The search space of a float TF.js artifact's weights: one dtype each, built with a `quantize:` map;
+    `kernels` (name -> output-channel dims): the weights stored per channel at uint8/uint16."""
     from converter.search.space import Space
 
-    scored = rank(weights, dtypes[0], ranking)
+    scored = rank(weights, dtypes[0], ranking, kernels, method)
+    per_channel = bool(kernels)
     return Space("weight", ranking, list(dtypes), [n for n, _ in scored], dict(scored),
-                 {w.name: w.elements for w in weights}, lambda assignment: {"quantize": to_quantize(assignment)},
-                 [w.name for w in weights])
+                 {w.name: w.elements for w in weights},
+                 lambda assignment: {"quantize": to_quantize(assignment, per_channel, method)}, [w.name for w in weights])

@@ -15,6 +15,7 @@ the held-out part: its parents are the search part and the reference outputs on 
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -54,11 +55,12 @@ def run(ctx: StepContext) -> dict[str, Any]:
     ctx.log(f"search {name}: {len(space.ranked)} {space.kind}s ranked by {space.ranking}; "
             f"at most {search.max_trials} candidates on {ctx.parents['data'].record.get('samples')} samples")
 
-    def evaluate(assignment: dict[str, str], phase: str):
-        return runner.trial(assignment, phase, search.objective, float_bytes)
+    def evaluate(assignment: dict[str, str], phase: str, variant: str | None):
+        return runner.trial(assignment, phase, search.objective, float_bytes, variant)
 
     outcome = RevertSearch(space.ranked, space.levels, evaluate, search.max_trials,
-                           saving=lambda item: space.elements.get(item, 0), whole_levels=space.whole_levels).run()
+                           saving=lambda item: space.elements.get(item, 0), whole_levels=space.whole_levels,
+                           variants=tuple(space.variants), max_seconds=search.max_seconds).run()
     chosen = outcome.best
     notes = []
     if chosen is None:
@@ -70,7 +72,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         notes.append(f"no candidate held the budget on the search part ({outcome.stop_reason}): trial {chosen.index}, "
                      "the one with the smallest drop, is kept and checked on the held-out part")
     shutil.copytree(Path(chosen.record["_entry"]) / "artifact", ctx.out / "artifact")
-    keys = space.export_keys(chosen.assignment)
+    keys = {**space.export_keys(chosen.assignment), **space.variants.get(chosen.variant, {})}
     ctx.log(f"search {name}: {outcome.stop_reason}; chosen trial {chosen.index} "
             f"({chosen.record['size_bytes']} bytes, {space.summary(chosen.assignment)})")
     trials = [{k: v for k, v in t.record.items() if not k.startswith("_")} for t in outcome.trials]
@@ -105,14 +107,23 @@ class _Opened:
 def _tfjs(runner: "_Candidates", search) -> _Opened:
     from converter.search import tfjs_space
 
+    from converter.exports.tfjs_per_channel import kernels
+
     float_outcome = runner.export({"quantize": None}, required=True)
-    weights = tfjs_space.read_weights(float_outcome.entry.path / "artifact")
-    space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking)
+    artifact = float_outcome.entry.path / "artifact"
+    weights = tfjs_space.read_weights(artifact)
+    per_channel = search.space.per_channel
+    if per_channel is None:
+        per_channel = runner.ctx.config["export"]["format"] == "tfjs_graph"
+    stored = kernels(json.loads((artifact / "model.json").read_text())) if per_channel else {}
+    space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking, stored, search.space.range)
 
     def details(assignment: dict[str, str]) -> dict[str, Any]:
         weights_map = [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
+                        "per_channel": w.name in stored,
                         "sensitivity": float(f"{space.scores.get(w.name, 0.0):.4g}")} for w in weights]
-        return {"dtypes": list(space.levels), "quantize": tfjs_space.to_quantize(assignment), "weights": weights_map}
+        return {"dtypes": list(space.levels), "quantize": space.export_keys(assignment)["quantize"],
+                "weights": weights_map}
 
     return _Opened(space, float_outcome, details)
 
@@ -174,12 +185,15 @@ def _onnx(runner: "_Candidates", search) -> _Opened:
                                  runner.spec({}).preprocess, x)
     except ValueError as error:
         raise StepFailed(f"{runner.name}: search: {error}") from None
+    own = runner.spec({}).calibration_method  # the other calibration methods, tried on the floor if it fails
+    space.variants = {method: {"calibration_method": method} for method in CALIBRATION_METHODS if method != own}
     return _Opened(space, float_outcome, _node_details(space, "exclude_nodes"))
 
 
 # a candidate's timing loop under objective: latency (the recipe's benchmark schedule times the chosen one again)
 LATENCY_TIMING = {"warmup_runs": 10, "warmup_seconds": 0.5, "min_runs": 50, "min_seconds": 1.5, "max_runs": 100000,
                   "max_seconds": 5.0}
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")  # ONNX static int8
 RANK_SAMPLES = 64  # samples of the search part the TFLite and ONNX nodes are ranked on
 SPACES = {"tfjs_graph": _tfjs, "tfjs_layers": _tfjs, "tflite": _tflite, "onnx": _onnx}
 
@@ -251,15 +265,15 @@ class _Candidates:
                               self.ctx.recompute, lambda message: None)
         return {"backend": backend, **(outcome.record or {}), **({"error": outcome.error} if outcome.error else {})}
 
-    def trial(self, assignment: dict[str, str], phase: str, objective: str, float_bytes: int):
+    def trial(self, assignment: dict[str, str], phase: str, objective: str, float_bytes: int, variant: str | None = None):
         from converter.budget import failures
         from converter.search.strategy import Trial
 
         self.count += 1
-        keys = self.space.export_keys(assignment)
+        keys = {**self.space.export_keys(assignment), **self.space.variants.get(variant, {})}
         made = self.export(keys)
         summary = self.space.summary(assignment)
-        record: dict[str, Any] = {"phase": phase, "dtypes": summary, **keys}
+        record: dict[str, Any] = {"phase": phase, "dtypes": summary, **keys, **({"variant": variant} if variant else {})}
         if not made.ok:
             record.update(verdict="error", reasons=[made.error])
             return Trial(0, phase, assignment, False, None, record)
@@ -292,10 +306,11 @@ class _Candidates:
                 record.update(verdict="error", reasons=[f"latency on {row.get('backend')}: {row.get('error')}"])
                 return Trial(0, phase, assignment, False, None, record)
         timed = f", p50 {value:.3g} ms" if objective == "latency" and value is not None and not found else ""
-        self.ctx.log(f"search {self.name}: trial {self.count} {phase} {summary}: "
+        self.ctx.log(f"search {self.name}: trial {self.count} {phase}{f' ({variant})' if variant else ''} {summary}: "
                      f"{record['size_ratio']:.3f} of float{timed}, "
                      f"drop {_pts(metrics.get('top1_drop'))}: {record['verdict']}")
-        return Trial(0, phase, assignment, not found, value, record)
+        record["shortfall"] = _shortfall(metrics, self.budget)
+        return Trial(0, phase, assignment, not found, value, record, shortfall=record["shortfall"])
 
 
 def _within_noise(phase: str, setting: str) -> str:
@@ -306,6 +321,16 @@ def _within_noise(phase: str, setting: str) -> str:
     (Measured on the real MobileNet: TFLite all-int8 dropped 0.4 points on the search half, rejected as within noise
     on 500 photos, and the search then chose a larger artifact that dropped 1.8 on the held-out half.)"""
     return "point" if phase == "floor" else setting
+
+
+def _shortfall(metrics: dict[str, Any], budget) -> float | None:
+    """How far a candidate is from its budget's first bound (the drop, the missing agreement or cosine): what
+    compares two failing floors."""
+    for bound, metric, sign in (("max_top1_drop", "top1_drop", 1), ("min_top1_agreement", "top1_agreement", -1),
+                                ("min_cosine", "cosine", -1)):
+        if getattr(budget, bound, None) is not None and metrics.get(metric) is not None:
+            return round(sign * (metrics[metric] - getattr(budget, bound)), 6)
+    return None
 
 
 def _pts(value) -> str:

@@ -125,15 +125,25 @@
     return snapshot;
   }
 
+  // tfjs 4.22's loader fetches every weight shard and awaits all their headers before it reads any body; over
+  // HTTP/1.1 Chromium opens 6 connections per host, and a connection whose body is unread is not released, so a
+  // model with more than 6 shards of 4 MB never loads (measured: ResNet50's 23 shards stalled after the 6th). Each
+  // response is read whole before it is handed over, which releases its connection.
+  async function fetchWhole(url, init) {
+    const response = await fetch(url, init);
+    const body = await response.arrayBuffer();
+    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  }
+
   async function load(header) {
     if (state.model) throw new Error('a model is already loaded in this page');
     const start = performance.now();
     await setBackend(header.backend, header.threads, header.simd, header.tfjs_flags);
     if (header.model_type === 'graph') {
-      state.model = await tf.loadGraphModel('/model/model.json');
+      state.model = await tf.loadGraphModel('/model/model.json', { fetchFunc: fetchWhole });
       state.metadata = state.model.metadata || null;
     } else if (header.model_type === 'layers') {
-      state.model = await tf.loadLayersModel('/model/model.json');
+      state.model = await tf.loadLayersModel('/model/model.json', { fetchFunc: fetchWhole });
       state.metadata = state.model.getUserDefinedMetadata() || null;
     } else {
       throw new Error(`unknown model_type '${header.model_type}': use 'graph' or 'layers'`);
