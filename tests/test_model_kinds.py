@@ -79,10 +79,13 @@ def _scalar_lambda(k):
     return k.Model(inputs, (x + 3.0) * 0.5 - 1.0)
 
 
-def _normalization(k, axis=-1):
+def _normalization(k, axis=-1, given=False):
     inputs = k.Input((8, 8, 3))
-    norm = k.layers.Normalization(axis=axis, name="norm")
-    norm.adapt(np.random.default_rng(1).normal(2.0, 3.0, size=(32, 8, 8, 3)).astype(np.float32))
+    if given:  # EfficientNetV2's: the statistics are constructor arguments, in the config, not weights
+        norm = k.layers.Normalization(axis=axis, mean=[0.5, 2.0, -1.0], variance=[4.0, 9.0, 0.25], name="norm")
+    else:
+        norm = k.layers.Normalization(axis=axis, name="norm")
+        norm.adapt(np.random.default_rng(1).normal(2.0, 3.0, size=(32, 8, 8, 3)).astype(np.float32))
     x = k.layers.Conv2D(4, 3, name="conv")(norm(inputs))
     return k.Model(inputs, k.layers.GlobalAveragePooling2D()(x))
 
@@ -94,6 +97,8 @@ LAYERS_CASES = {  # construct -> (model builder, TF.js's refusal without the rep
     # EfficientNet's: the channel axis written as a number
     "Normalization-axis-3": (lambda k: _normalization(k, axis=3), "Unknown layer: Normalization",
                              "repaired Normalization 'norm'"),
+    "Normalization-given": (lambda k: _normalization(k, axis=3, given=True), "Unknown layer: Normalization",
+                            "repaired Normalization 'norm'"),
 }
 
 

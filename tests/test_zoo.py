@@ -59,8 +59,6 @@ LIMITATIONS = [
     ("RegNet", "onnx.*|tfjs-.*", ".*", r"grouped convolutions? .*(export this model as tflite|tfjs-layers has no)",
      "unsupported-ops"),  # Conv2D(groups=N): XLA-compiled PartitionedCalls neither tf2onnx nor TF.js can run
     ("EfficientNet", "tflite-int8", ".*", r"parity cosine", "quantization-collapses"),  # SiLU + squeeze-excite
-    ("EfficientNetV2", "tfjs-layers", ".*", r"Normalization is a layer tfjs-layers 4\.22 does not have.*tfjs_graph",
-     "a-tfjs-layers-model-that-does-not-load"),  # its mean and variance are constructor arguments, not weights
     ("MobileNetV3", "tfjs-layers", ".*", r"weights are not set: Conv/BatchNorm/.*export the model as tfjs_graph",
      "a-tfjs-layers-model-that-does-not-load"),  # layer names with '/': their weights nest in the h5 and are lost
 ]

@@ -357,8 +357,9 @@ def repair_layers(topology: dict[str, Any], weight_groups: list[list[dict[str, A
                 if note:
                     notes.append(note)
             elif kind == "Normalization":
-                note = _normalization_to_batchnorm(layer, _statistics_group(layer_config["name"], weight_groups, taken),
-                                                   weight_groups, _input_rank(config))
+                found = _given_statistics(layer_config, weight_groups) or \
+                    _statistics_group(layer_config["name"], weight_groups, taken)
+                note = _normalization_to_batchnorm(layer, found, weight_groups, _input_rank(config))
                 if note:
                     notes.append(note)
     return notes
@@ -426,6 +427,23 @@ def _statistics_group(name: str, weight_groups: list[list[dict[str, Any]]], take
     if "mean" not in found or "variance" not in found:
         return {}
     taken.update(id(w) for w in found.values())
+    return found
+
+
+def _given_statistics(config: dict[str, Any], weight_groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Statistics given to the constructor (`Normalization(mean=[...], variance=[...])`, as EfficientNetV2 does):
+    in the layer's config, not among the weights. They become weights of the first group, one value per channel;
+    a single number is left alone (the channel count is not in the config)."""
+    import numpy as np
+
+    mean, variance = config.get("mean"), config.get("variance")
+    if not isinstance(mean, list) or not isinstance(variance, list) or len(mean) != len(variance):
+        return {}
+    found = {key: {"name": f"{config['name']}/{key}", "data": np.asarray(value, dtype=np.float32).reshape(-1)}
+             for key, value in (("mean", mean), ("variance", variance))}
+    if not weight_groups:
+        weight_groups.append([])
+    weight_groups[0].extend(found.values())
     return found
 
 
