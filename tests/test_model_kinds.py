@@ -51,19 +51,38 @@ def hard_sigmoid(tmp_path_factory):
     return _save(model, tmp_path_factory.mktemp("hs") / "m"), x, model.predict(x, verbose=0)
 
 
-def test_scalar_bias_fused_into_a_convolution_runs_on_wasm(hard_sigmoid, tmp_path):
-    model, x, expected = hard_sigmoid
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    """Two 1x1 convolutions added (ResNetV2's shortcut + block): the converter fuses the Add into one convolution
+    with the other's output as its 'bias', a rank-4 tensor."""
+    k = _keras()
+    inputs = k.Input((8, 8, 3))
+    shortcut = k.layers.Conv2D(4, 1, use_bias=False, name="shortcut")(inputs)
+    block = k.layers.Conv2D(4, 1, use_bias=False, name="block")(k.layers.ReLU()(inputs))
+    model = k.Model(inputs, k.layers.Flatten()(k.layers.Add(name="out")([shortcut, block])))
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    return _save(model, tmp_path_factory.mktemp("res") / "m"), x, model.predict(x, verbose=0)
+
+
+BIAS_CASES = {"hard_sigmoid": "unfused into Conv2D + AddV2 + Relu6", "residual": "as its bias (a residual add)"}
+
+
+@pytest.mark.parametrize("case", list(BIAS_CASES))
+def test_a_bias_that_is_not_one_per_channel_runs_on_wasm(case, request, tmp_path):
+    model, x, expected = request.getfixturevalue(case)
     result = tfjs_export.export_graph(model, TfjsGraphExport(name="g", format="tfjs_graph"), tmp_path, CTX)
-    assert any("unfused into Conv2D + AddV2 + Relu6" in note for note in result.notes), result.notes
+    assert any(BIAS_CASES[case] in note for note in result.notes), result.notes
     out = _run(tmp_path, "tfjs_graph", "tfjs-wasm", x)
     assert np.abs(out - expected).max() <= tolerance("tfjs_graph", "none").max_abs_diff
 
 
-def test_without_unfusing_wasm_refuses_the_scalar_bias(hard_sigmoid, tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", list(BIAS_CASES))
+def test_without_unfusing_wasm_refuses_the_bias(case, request, tmp_path, monkeypatch):
+    model, x, _ = request.getfixturevalue(case)
     monkeypatch.setattr(tfjs_export, "repair_graph", lambda path: [])
-    tfjs_export.export_graph(hard_sigmoid[0], TfjsGraphExport(name="g", format="tfjs_graph"), tmp_path, CTX)
+    tfjs_export.export_graph(model, TfjsGraphExport(name="g", format="tfjs_graph"), tmp_path, CTX)
     with pytest.raises(ConversionError, match="rank-1 bias"):
-        _run(tmp_path, "tfjs_graph", "tfjs-wasm", hard_sigmoid[1])
+        _run(tmp_path, "tfjs_graph", "tfjs-wasm", x)
 
 
 # ----------------------------------------------------------------------------- TF.js layers topology gaps

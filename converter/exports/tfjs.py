@@ -94,17 +94,20 @@ def repair_graph(model_json: Path) -> list[str]:
             if not fused or fused[0] != "BiasAdd" or len(data) < 3:
                 continue
             bias, filter_shape = shapes.get(data[2]), shapes.get(data[1])
-            if bias is None or filter_shape is None:
+            if filter_shape is None:
                 continue
             dims = plain[1] if isinstance(plain[1], tuple) else (plain[1],)
             channels = 1
             for dim in dims:
                 channels *= int(filter_shape[dim]) if dim < len(filter_shape) else 1
-            if list(bias) == [channels]:
+            if bias is not None and list(bias) == [channels]:
                 continue
+            # a bias that is no weight is a tensor the graph computes: the converter fused a residual Add
+            # (ResNetV2's conv + shortcut) as if it were a bias
+            what = f"a bias of shape {bias} (not [{channels}])" if bias is not None else \
+                f"the computed tensor '{data[2]}' as its bias (a residual add)"
             _unfuse(nodes, node, plain[0], data, [i for i in node["input"] if i.startswith("^")], fused[1:])
-            notes.append(f"repaired fused {plain[0]} '{node['name']}' with a bias of shape "
-                         f"{bias} (not [{channels}]): unfused into {plain[0]} + AddV2"
+            notes.append(f"repaired fused {plain[0]} '{node['name']}' with {what}: unfused into {plain[0]} + AddV2"
                          + (f" + {fused[1]}" if len(fused) > 1 else "")
                          + ", because tfjs-backend-wasm's fused kernels take only a rank-1 bias of the channel count")
     if notes:

@@ -112,10 +112,7 @@ def _tfjs(runner: "_Candidates", search) -> _Opened:
     float_outcome = runner.export({"quantize": None}, required=True)
     artifact = float_outcome.entry.path / "artifact"
     weights = tfjs_space.read_weights(artifact)
-    per_channel = search.space.per_channel
-    if per_channel is None:
-        per_channel = runner.ctx.config["export"]["format"] == "tfjs_graph"
-    stored = kernels(json.loads((artifact / "model.json").read_text())) if per_channel else {}
+    stored = kernels(json.loads((artifact / "model.json").read_text())) if search.space.per_channel else {}
     space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking, stored, search.space.range)
 
     def details(assignment: dict[str, str]) -> dict[str, Any]:
