@@ -182,8 +182,11 @@ def _onnx(runner: "_Candidates", search) -> _Opened:
                                  runner.spec({}).preprocess, x)
     except ValueError as error:
         raise StepFailed(f"{runner.name}: search: {error}") from None
-    own = runner.spec({}).calibration_method  # the other calibration methods, tried on the floor if it fails
-    space.variants = {method: {"calibration_method": method} for method in CALIBRATION_METHODS if method != own}
+    own = runner.spec({})  # the other calibration methods, and per-channel weights, tried on the floor if it fails
+    space.variants = {method: {"calibration_method": method} for method in CALIBRATION_METHODS
+                      if method != own.calibration_method}
+    if not own.per_channel:
+        space.variants["per_channel"] = {"per_channel": True}
     return _Opened(space, float_outcome, _node_details(space, "exclude_nodes"))
 
 
