@@ -33,7 +33,8 @@ def tfjs(layers: list[str], layer_weights: dict[str, list[str]], stored: dict[st
             moved.setdefault(target, []).append(weight)
     if not moved:
         return None
-    mapping = {k: list(v) for k, v in (quantize or {}).items() if v}
+    mapping = {k: list(v) if isinstance(v, list) else v for k, v in (quantize or {}).items()
+               if v and (k, v) != ("range", "minmax")}  # the export's own keys, without the default range
     for target, weights in moved.items():
         globs = _globs(weights, all_names)
         mapping[target] = [g for g in mapping.get(target, []) if g not in globs] + globs

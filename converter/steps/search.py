@@ -105,9 +105,8 @@ class _Opened:
 
 
 def _tfjs(runner: "_Candidates", search) -> _Opened:
-    from converter.search import tfjs_space
-
     from converter.exports.tfjs_per_channel import kernels
+    from converter.search import tfjs_space
 
     float_outcome = runner.export({"quantize": None}, required=True)
     artifact = float_outcome.entry.path / "artifact"
