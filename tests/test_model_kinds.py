@@ -85,6 +85,51 @@ def test_without_unfusing_wasm_refuses_the_bias(case, request, tmp_path, monkeyp
         _run(tmp_path, "tfjs_graph", "tfjs-wasm", x)
 
 
+# ----------------------------------------------------------------------------- grouped convolutions
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """ConvNeXt's depthwise convolution written as Conv2D(groups = input channels), with a depth multiplier of 2,
+    then a real grouped convolution (two channels per group, as RegNet's), optionally."""
+    def build(real_group: bool):
+        k = _keras()
+        inputs = k.Input((8, 8, 4))
+        x = k.layers.Conv2D(8, 3, padding="same", groups=4, activation="relu", name="dw_as_groups")(inputs)
+        if real_group:
+            x = k.layers.Conv2D(4, 1, groups=2, name="real_groups")(x)
+        model = k.Model(inputs, k.layers.GlobalAveragePooling2D()(x))
+        x = np.random.default_rng(0).normal(size=(3, 8, 8, 4)).astype(np.float32)
+        return _save(model, tmp_path_factory.mktemp("grouped") / "m"), x, model.predict(x, verbose=0)
+    return build
+
+
+@pytest.mark.parametrize("fmt, backend", [("onnx", "onnxruntime"), ("tfjs_graph", "tfjs-wasm"),
+                                          ("tfjs_layers", "tfjs-cpu")])
+def test_a_grouped_convolution_with_one_channel_per_group_is_rebuilt_as_depthwise(grouped, fmt, backend, tmp_path):
+    from pydantic import TypeAdapter
+
+    from converter.exports.grouped import as_depthwise
+    from converter.formats import exporter
+    from converter.recipe.schema import Export
+
+    model, x, expected = grouped(False)
+    spec = TypeAdapter(Export).validate_python({"name": "e", "format": fmt})
+    with as_depthwise(model) as (rebuilt, notes):
+        exporter(fmt)(rebuilt, spec, tmp_path, CTX)
+    assert rebuilt is not model and "repaired 1 grouped convolution(s)" in notes[0] and "'dw_as_groups'" in notes[0]
+    out = _run(tmp_path, fmt, backend, x)
+    assert np.abs(out - expected).max() <= tolerance(fmt, "none").max_abs_diff * max(1, np.abs(expected).max())
+
+
+def test_several_channels_per_group_are_not_rebuilt_and_the_export_names_them(grouped, tmp_path):
+    from converter.exports.grouped import as_depthwise, depthwise_layers
+
+    model, _, _ = grouped(True)
+    assert depthwise_layers(model.load_keras()) == ["dw_as_groups"]
+    with as_depthwise(model) as (rebuilt, _):
+        with pytest.raises(ConversionError, match="'real_groups' groups=2"):
+            tfjs_export.export_layers(rebuilt, TfjsLayersExport(name="l", format="tfjs_layers"), tmp_path, CTX)
+
+
 # ----------------------------------------------------------------------------- TF.js layers topology gaps
 def _separable(k):
     inputs = k.Input((8, 8, 3))

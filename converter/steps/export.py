@@ -45,8 +45,20 @@ def run(ctx: StepContext) -> dict[str, Any]:
     folder = ctx.out / "artifact"
     folder.mkdir()
     try:
-        result = exporter(spec.format)(model_ref(ctx.parents["model"]), spec, folder, export_ctx)
+        with _repaired(model_ref(ctx.parents["model"]), spec.format) as (model, notes):
+            result = exporter(spec.format)(model, spec, folder, export_ctx)
     except ConversionError as error:
         raise StepFailed(f"{spec.name}: {error}") from None
+    result.notes[:0] = notes
     return {"seconds": round(time.perf_counter() - started, 2), "notes": result.notes, "details": result.details,
             **describe_files(folder)}
+
+
+def _repaired(model, fmt: str):
+    """The model as the format's converter can take it: ONNX and TF.js get depthwise-equivalent grouped
+    convolutions rebuilt as DepthwiseConv2D (converter/exports/grouped.py); TFLite and SavedModel take them."""
+    import contextlib
+
+    from converter.exports.grouped import as_depthwise
+
+    return as_depthwise(model) if fmt in ("onnx", "tfjs_graph", "tfjs_layers") else contextlib.nullcontext((model, []))
