@@ -54,27 +54,39 @@ def as_depthwise(model: ModelRef) -> Iterator[tuple[ModelRef, list[str]]]:
     if not names:
         yield model, []
         return
+    with tempfile.TemporaryDirectory(prefix="convert-depthwise-") as folder:
+        try:
+            _rebuild(keras_model, names).save(folder, save_format="tf")
+        except Exception:  # noqa: BLE001  a model tf_keras cannot rebuild or save: the exporter refuses it as before
+            yield model, []
+            return
+        shown = ", ".join(f"'{name}'" for name in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        note = (f"repaired {len(names)} grouped convolution(s) with one input channel per group ({shown}): rebuilt "
+                "as DepthwiseConv2D, the same operation, which ONNX and TF.js can run (tf_keras runs Conv2D(groups) as "
+                "an XLA-compiled function they cannot)")
+        yield ModelRef(Path(folder), "keras", trusted_code=model.trusted_code), [note]
+
+
+def _rebuild(keras_model: Any, names: list[str]) -> Any:
+    """The model with the `names` layers replaced by DepthwiseConv2D holding the same weights; every other layer is
+    the same object (so custom layers need no config round trip)."""
+    from converter.tf_env import keras
+
     k = keras()
+    replaced = {}
 
     def clone(layer):
         if layer.name not in names:
-            return layer.__class__.from_config(layer.get_config())
-        return k.layers.DepthwiseConv2D(
+            return layer
+        replaced[layer.name] = k.layers.DepthwiseConv2D(
             layer.kernel_size, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
             depth_multiplier=layer.filters // layer.groups, use_bias=layer.use_bias,
             activation=layer.activation, name=layer.name)
+        return replaced[layer.name]
 
     rebuilt = k.models.clone_model(keras_model, clone_function=clone)
-    for layer in keras_model.layers:
-        weights = layer.get_weights()
-        if layer.name in names:
-            kernel = weights[0]
-            weights = [kernel.reshape(*kernel.shape[:2], layer.groups, layer.filters // layer.groups), *weights[1:]]
-        rebuilt.get_layer(layer.name).set_weights(weights)
-    shown = ", ".join(f"'{name}'" for name in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    note = (f"repaired {len(names)} grouped convolution(s) with one input channel per group ({shown}): rebuilt as "
-            "DepthwiseConv2D, the same operation, which ONNX and TF.js can run (tf_keras runs Conv2D(groups) as an "
-            "XLA-compiled function they cannot)")
-    with tempfile.TemporaryDirectory(prefix="convert-depthwise-") as folder:
-        rebuilt.save(folder, save_format="tf")
-        yield ModelRef(Path(folder), "keras", trusted_code=model.trusted_code), [note]
+    for name, layer in replaced.items():
+        original = keras_model.get_layer(name)
+        kernel, *rest = original.get_weights()
+        layer.set_weights([kernel.reshape(*kernel.shape[:2], original.groups, original.filters // original.groups), *rest])
+    return rebuilt
