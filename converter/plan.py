@@ -22,7 +22,7 @@ from converter.versions import package_version
 
 CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
-STEP_VERSIONS = {"source": 5, "data": 3, "stage": 3, "outputs": 3, "export": 7, "check": 5, "latency": 3, "explain": 1,
+STEP_VERSIONS = {"source": 5, "data": 3, "stage": 3, "outputs": 3, "export": 8, "check": 5, "latency": 3, "explain": 1,
                  "split": 1, "search": 7, "score": 3}
 
 

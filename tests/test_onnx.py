@@ -21,10 +21,10 @@ from converter.runtimes.onnx_runtime import OnnxRuntime
 CTX = ExportContext(build_id="t", calibration=lambda n: X[:n])
 
 
-def _erfc(values):
+def _igamma(values):
     from converter.tf_env import tf
 
-    return tf().math.erfc(values)
+    return tf().math.igamma(values, values)
 
 
 def _export(model: ModelRef, folder: Path, ctx: ExportContext = CTX, **options):
@@ -195,9 +195,23 @@ def test_unsupported_op_is_named(tmp_path):
     from converter.tf_env import keras
 
     k = keras()
-    k.Sequential([k.Input((4,)), k.layers.Lambda(_erfc)]).save(str(tmp_path / "erfc"))
-    with pytest.raises(ConversionError, match="no ONNX conversion for Erfc"):
-        _export(ModelRef(tmp_path / "erfc", "keras"), tmp_path / "out")
+    k.Sequential([k.Input((4,)), k.layers.Lambda(_igamma)]).save(str(tmp_path / "igamma"))
+    with pytest.raises(ConversionError, match="no ONNX conversion for Igamma"):
+        _export(ModelRef(tmp_path / "igamma", "keras"), tmp_path / "out")
+
+
+def test_exact_gelu_converts_through_erf(tmp_path):
+    """Activation('gelu') is 0.5 x erfc(-x / sqrt 2); tf2onnx has no Erfc, ONNX has Erf (converter/exports/onnx_ops.py)."""
+    from converter.tf_env import keras
+
+    k = keras()
+    k.utils.set_random_seed(0)
+    model = k.Sequential([k.Input((4,)), k.layers.Dense(16), k.layers.Activation("gelu")])
+    model.save(str(tmp_path / "gelu"))
+    x = np.random.default_rng(0).normal(0, 3, size=(8, 4)).astype(np.float32)
+    _export(ModelRef(tmp_path / "gelu", "keras"), tmp_path / "out")
+    assert {"Erf", "Sub"} <= {node.op_type for node in _graph(tmp_path / "out").graph.node}
+    np.testing.assert_allclose(_run(tmp_path / "out", x), model.predict(x, verbose=0), atol=1e-5, rtol=1e-5)
 
 
 def test_opset_beyond_tf2onnx_is_refused_at_validation():

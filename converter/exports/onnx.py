@@ -100,6 +100,8 @@ def _convert(model: ModelRef, spec: OnnxExport, path: Path, large: bool, result:
     from tf2onnx import constants, tf_loader
     from tf2onnx.convert import _convert_common
 
+    from converter.exports import onnx_ops  # noqa: F401  (handlers for ops tf2onnx lacks)
+
     # tf2onnx names the nodes it inserts from a process-wide counter: start it afresh, so that the same model
     # gives the same bytes whatever this process converted before
     tf2onnx.utils.INTERNAL_NAME = 1
