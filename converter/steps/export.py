@@ -44,11 +44,13 @@ def run(ctx: StepContext) -> dict[str, Any]:
     started = time.perf_counter()
     folder = ctx.out / "artifact"
     folder.mkdir()
+    source = model_ref(ctx.parents["model"])
+    model = source
     try:
-        with _repaired(model_ref(ctx.parents["model"]), spec.format) as (model, notes):
+        with _repaired(source, spec.format) as (model, notes):
             result = exporter(spec.format)(model, spec, folder, export_ctx)
-    except ConversionError as error:
-        raise StepFailed(f"{spec.name}: {error}") from None
+    except ConversionError as error:  # named by the model the recipe gave, not a repaired temporary copy
+        raise StepFailed(f"{spec.name}: {str(error).replace(str(model.path), str(source.path))}") from None
     result.notes[:0] = notes
     return {"seconds": round(time.perf_counter() - started, 2), "notes": result.notes, "details": result.details,
             **describe_files(folder)}
