@@ -208,8 +208,8 @@ def write_matrix() -> str:
 
 
 def _repair_kind(note: str) -> str:
-    words = note.split()
-    return " ".join(words[1:3]) if words[1] == "fused" else words[1]
+    words = note.split()  # 'repaired fused Conv2D ...', 'repaired 18 grouped convolution(s) ...', 'repaired Normalization ...'
+    return " ".join(words[1:3]) if words[1] == "fused" else " ".join(words[2:4]) if words[1].isdigit() else words[1]
 
 
 def _cell(row, footnotes: dict[str, int]) -> str:
