@@ -228,8 +228,9 @@ def test_an_outlier_weight_ranks_first(ranking):
 
 
 # ----------------------------------------------------------------------------- whole searches (TF, TF.js in Node)
-@pytest.fixture(scope="module")
-def outlier_model(tmp_path_factory):
+def _dense_model(folder: Path, outlier) -> Path:
+    """Flatten -> Dense 'outlier' (32, relu) -> Dense 'middle' (32, relu) -> Dense 'head' (10): seeded He-like
+    weights, then `outlier(kernel)` edits the first kernel in place; saved as h5."""
     from converter.tf_env import keras
 
     k = keras()
@@ -243,11 +244,19 @@ def outlier_model(tmp_path_factory):
         kernel, bias = layer.get_weights()
         kernel = rng.normal(0, 1 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
         if layer.name == "outlier":
-            kernel[0, :] = 100.0
+            outlier(kernel)
         layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
-    path = tmp_path_factory.mktemp("search") / "outlier.h5"
+    path = folder / "model.h5"
     model.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def outlier_model(tmp_path_factory):
+    def row(kernel):
+        kernel[0, :] = 100.0
+
+    return _dense_model(tmp_path_factory.mktemp("search"), row)
 
 
 def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(outlier_model, tmp_path):
@@ -287,24 +296,10 @@ def test_search_keeps_only_the_outlier_weight_wide_and_judges_on_held_out_data(o
 def channel_outlier_model(tmp_path_factory):
     """As outlier_model, but the outlier is one output channel of the first kernel (as a batch norm folded into a
     kernel makes one): one uint8 range for the kernel rounds its other channels to 0; one per channel does not."""
-    from converter.tf_env import keras
+    def channel(kernel):
+        kernel[:, 0] *= 1000.0
 
-    k = keras()
-    inputs = k.Input((8, 8, 1))
-    x = k.layers.Flatten()(inputs)
-    x = k.layers.Dense(32, activation="relu", name="outlier")(x)
-    x = k.layers.Dense(32, activation="relu", name="middle")(x)
-    model = k.Model(inputs, k.layers.Dense(10, name="head")(x))
-    rng = np.random.default_rng(0)
-    for layer in model.layers[2:]:
-        kernel, bias = layer.get_weights()
-        kernel = rng.normal(0, 1 / np.sqrt(kernel.shape[0]), kernel.shape).astype(np.float32)
-        if layer.name == "outlier":
-            kernel[:, 0] *= 1000.0
-        layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape).astype(np.float32)])
-    path = tmp_path_factory.mktemp("search") / "channel_outlier.h5"
-    model.save(path)
-    return path
+    return _dense_model(tmp_path_factory.mktemp("search"), channel)
 
 
 def test_per_channel_kernels_let_every_weight_stay_uint8(channel_outlier_model, tmp_path):

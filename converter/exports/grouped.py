@@ -25,7 +25,7 @@ def _may_have_groups(model: ModelRef) -> bool:
     """Cheap test on the SavedModel's Keras metadata, so that a model without groups is never loaded here."""
     metadata = Path(model.path) / "keras_metadata.pb"
     if not metadata.is_file():
-        return model.kind == "keras"  # an h5 file or another layout: load it and see
+        return True  # another layout: load it and see
     return any(int(value) > 1 for value in _GROUPS.findall(metadata.read_bytes()))
 
 

@@ -84,15 +84,16 @@ def stored(values: np.ndarray, dtype: str, trailing: int, method: str = "minmax"
     return restored.reshape(values.shape)
 
 
-def _read(out_dir: Path, content: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """The manifest's weight groups with their data, as tensorflowjs's write_weights takes them."""
+def read_groups(folder: Path, manifest: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """An unquantized artifact's weight groups with their data ({'name', 'data'} each, in manifest order), as
+    tensorflowjs's write_weights takes them."""
     groups = []
-    for group in content["weightsManifest"]:
-        blob = b"".join((out_dir / path).read_bytes() for path in group["paths"])
+    for group in manifest:
+        blob = b"".join((folder / path).read_bytes() for path in group["paths"])
         offset, entries = 0, []
         for weight in group["weights"]:
             if "quantization" in weight:
-                raise ValueError(f"weight {weight['name']} is already quantized")
+                raise ValueError(f"{folder}: weight {weight['name']} is already quantized")
             dtype = np.dtype(weight["dtype"] if weight["dtype"] != "bool" else np.bool_)
             count = int(np.prod(weight["shape"], dtype=np.int64))
             data = np.frombuffer(blob, dtype, count, offset).reshape(weight["shape"])
@@ -102,8 +103,14 @@ def _read(out_dir: Path, content: dict[str, Any]) -> list[list[dict[str, Any]]]:
     return groups
 
 
-def _rewire(content: dict[str, Any], kernel: str) -> None:
-    """Multiply the kernel's node's convolution output by the kernel's channel scale, before the bias."""
+def exact_glob(name: str) -> str:
+    """A weight name as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+def _rewire(content: dict[str, Any], kernel: str, channels: int) -> None:
+    """Multiply the kernel's node's convolution output by the kernel's channel scale (a Const of `channels`
+    values), before the bias."""
     from converter.exports.tfjs import _unfuse
 
     nodes = _nodes(content)
@@ -112,7 +119,7 @@ def _rewire(content: dict[str, Any], kernel: str) -> None:
     dtype = node.get("attr", {}).get("T", {"type": "DT_FLOAT"})
     name = node["name"]
     const = {"name": scale, "op": "Const", "attr": {"dtype": {"type": "DT_FLOAT"}, "value": {"tensor": {
-        "dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": "0"}]}}}}}  # shape filled in by the caller
+        "dtype": "DT_FLOAT", "tensorShape": {"dim": [{"size": str(channels)}]}}}}}
     if node["op"] in ("Conv2D", "DepthwiseConv2dNative", "MatMul"):
         node["name"] = f"{name}/per_channel_{node['op']}"
         mul = {"name": name, "op": "Mul", "input": [node["name"], scale], "attr": {"T": dtype}}
@@ -142,24 +149,19 @@ def apply(out_dir: Path, dtypes: dict[str, str], per_channel: list[str], shard_s
     names = [w["name"] for group in content["weightsManifest"] for w in group["weights"]]
     matched = {n for pattern in per_channel for n in fnmatch.filter(names, pattern)}
     chosen = [n for n in names if n in matched and n in candidates and dtypes.get(n) in ("uint8", "uint16")]
-    groups = _read(out_dir, content)
+    groups = read_groups(out_dir, content["weightsManifest"])
     for group in groups:
         for entry in [e for e in group if e["name"] in chosen]:
             entry["data"], s = split(entry["data"], candidates[entry["name"]])
             position = next(i for i, e in enumerate(group) if e is entry)
             group.insert(position + 1, {"name": entry["name"] + SCALE_SUFFIX, "data": s})
-    for kernel in chosen:
-        _rewire(content, kernel)
-        const = next(n for n in _nodes(content) if n["name"] == kernel + SCALE_SUFFIX)
-        size = int(np.prod(next(w["shape"] for g in content["weightsManifest"] for w in g["weights"]
-                                if w["name"] == kernel)[-candidates[kernel]:]))
-        const["attr"]["value"]["tensor"]["tensorShape"]["dim"] = [{"size": str(size)}]
+            _rewire(content, entry["name"], s.size)
     for group in content["weightsManifest"]:
         for old in group["paths"]:
             (out_dir / old).unlink()
     by_dtype: dict[str, list[str]] = {}
     for name, dtype in dtypes.items():
-        by_dtype.setdefault(dtype, []).append("".join(f"[{c}]" if c in "*?[]" else c for c in name))
+        by_dtype.setdefault(dtype, []).append(exact_glob(name))
     content["weightsManifest"] = write_weights.write_weights(groups, str(out_dir), shard_size_bytes=shard_size,
                                                              write_manifest=False,
                                                              quantization_dtype_map=by_dtype or None)

@@ -26,9 +26,14 @@ def nudged(low: float, high: float, levels: int) -> tuple[float, float]:
     return scale, low
 
 
+def quantize(data: np.ndarray, scale: float, low: float, levels: int) -> np.ndarray:
+    """The stored integers (as floats) of the values at (scale, min)."""
+    return np.clip(np.round((np.asarray(data, dtype=np.float64) - low) / scale), 0, levels)
+
+
 def roundtrip(data: np.ndarray, scale: float, low: float, levels: int) -> np.ndarray:
     """The values as stored at (scale, min) and restored."""
-    return np.clip(np.round((data - low) / scale), 0, levels) * scale + low
+    return quantize(data, scale, low, levels) * scale + low
 
 
 def choose(data: np.ndarray, levels: int, method: str) -> tuple[float, float]:
@@ -88,8 +93,7 @@ def clipped(method: str) -> Iterator[None]:
             return original(data, quantization_dtype)
         levels = int(np.iinfo(quantization_dtype).max)
         scale, low = choose(data, levels, method)
-        quantized = np.clip(np.round((data.astype(np.float64) - low) / scale), 0, levels).astype(quantization_dtype)
-        return quantized, {"min": low, "scale": scale}
+        return quantize(data, scale, low, levels).astype(quantization_dtype), {"min": low, "scale": scale}
 
     quantization.quantize_weights = quantize_weights
     try:

@@ -13,11 +13,6 @@ from typing import Any
 
 import numpy as np
 
-_NUMPY = {"float32": np.float32, "int32": np.int32, "uint8": np.uint8, "uint16": np.uint16, "float16": np.float16,
-          "bool": np.bool_}
-_BYTES = {"uint8": 1, "uint16": 2, "float16": 2, "float32": 4}
-
-
 @dataclass(frozen=True)
 class Weight:
     name: str
@@ -31,21 +26,11 @@ class Weight:
 
 def read_weights(artifact: Path) -> list[Weight]:
     """The float32 weights of an unquantized TF.js artifact, in manifest order (others cannot be quantized)."""
+    from converter.exports.tfjs_per_channel import read_groups
+
     manifest = json.loads((artifact / "model.json").read_text())["weightsManifest"]
-    weights = []
-    for group in manifest:
-        blob = b"".join((artifact / path).read_bytes() for path in group["paths"])
-        offset = 0
-        for entry in group["weights"]:
-            if "quantization" in entry:
-                raise ValueError(f"{artifact}: weight {entry['name']} is already quantized")
-            dtype = np.dtype(_NUMPY[entry["dtype"]])
-            count = int(np.prod(entry["shape"], dtype=np.int64))
-            data = np.frombuffer(blob, dtype, count, offset)
-            offset += count * dtype.itemsize
-            if entry["dtype"] == "float32":
-                weights.append(Weight(entry["name"], tuple(entry["shape"]), data.reshape(entry["shape"])))
-    return weights
+    return [Weight(entry["name"], tuple(entry["data"].shape), entry["data"])
+            for group in read_groups(artifact, manifest) for entry in group if entry["data"].dtype == np.float32]
 
 
 def roundtrip(values: np.ndarray, dtype: str, trailing: int = 0, method: str = "minmax") -> np.ndarray:
@@ -97,20 +82,12 @@ def rank(weights: list[Weight], dtype: str, ranking: str, kernels: dict[str, int
     return sorted(scored, key=lambda item: -item[1])
 
 
-def weight_bytes(weights: list[Weight], assignment: dict[str, str]) -> int:
-    """Bytes of the weights under an assignment (the affine scale and minimum are in model.json)."""
-    return sum(w.elements * _BYTES[assignment.get(w.name, "float32")] for w in weights)
-
-
-def _glob(name: str) -> str:
-    """A weight name as an fnmatch pattern that matches only itself."""
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
-
-
 def to_quantize(assignment: dict[str, str], per_channel: bool = False, method: str = "minmax") -> dict[str, Any] | None:
     """An assignment as a recipe `quantize:` block: the most common quantized dtype takes '*' (every weight no
     other list claims) unless some weight stays float32, which tfjs can only express by listing the others;
     `per_channel`: every kernel that can be is stored per channel; `method`: the uint8/uint16 range."""
+    from converter.exports.tfjs_per_channel import exact_glob
+
     counts: dict[str, int] = {}
     for dtype in assignment.values():
         counts[dtype] = counts.get(dtype, 0) + 1
@@ -120,26 +97,12 @@ def to_quantize(assignment: dict[str, str], per_channel: bool = False, method: s
     star = None if counts.get("float32") else max(quantized, key=lambda d: counts[d])
     block: dict[str, Any] = {}
     for dtype in quantized:
-        block[dtype] = ["*"] if dtype == star else [_glob(n) for n, d in assignment.items() if d == dtype]
+        block[dtype] = ["*"] if dtype == star else [exact_glob(n) for n, d in assignment.items() if d == dtype]
     if per_channel and {"uint8", "uint16"} & set(quantized):
         block["per_channel"] = ["*"]
     if method != "minmax":
         block["range"] = method
     return block
-
-
-def summary(assignment: dict[str, str]) -> dict[str, int]:
-    """Weights per dtype."""
-    counts: dict[str, int] = {}
-    for dtype in assignment.values():
-        counts[dtype] = counts.get(dtype, 0) + 1
-    return dict(sorted(counts.items()))
-
-
-def describe(weights: list[Weight], assignment: dict[str, str], scores: dict[str, float]) -> list[dict[str, Any]]:
-    """The per-weight map: name, dtype, elements, sensitivity score, in manifest order."""
-    return [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
-             "sensitivity": float(f"{scores.get(w.name, 0.0):.4g}")} for w in weights]
 
 
 def space(weights: list[Weight], dtypes: list[str], ranking: str, kernels: dict[str, int] | None = None,
