@@ -20,10 +20,9 @@ from converter.recipe.loader import LoadedRecipe
 from converter.recipe.schema import SEARCHED_FORMATS, DatasetSpec, ExportBase, Recipe
 from converter.versions import package_version
 
-CALIBRATED = ("int8", "int16x8")
 # Bumped when a step kind's code changes what it produces, so that old cache entries are not reused.
 STEP_VERSIONS = {"source": 5, "data": 3, "stage": 3, "outputs": 3, "export": 8, "check": 5, "latency": 3, "explain": 1,
-                 "split": 1, "search": 7, "score": 3}
+                 "split": 1, "search": 8, "score": 3}
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def _outputs_step(plan: Plan, node: str, role_or_step: str | Step, take: Optiona
 def _export_plan(plan: Plan, recipe: Recipe, spec: ExportBase, parity_data: Step, evaluate: bool, schedule) -> ExportPlan:
     node = recipe.export_model(spec)
     parents = {"model": plan.models[node].id}
-    if getattr(spec, "quantization", "none") in CALIBRATED:
+    if spec.needs_calibration():
         parents["calibration"] = plan.data["calibration"].id
     names_role = next((r for r in ("eval", "train", "calibration") if r in plan.data
                        and plan.data[r].config["spec"]["source"] in ("folder", "digits")), None)

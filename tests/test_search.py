@@ -20,6 +20,7 @@ from conftest import run_cli
 from converter.errors import RecipeError
 from converter.recipe.loader import load_recipe
 from converter.search import tfjs_space
+from converter.recipe.schema import TfjsGraphExport
 from converter.search.strategy import RevertSearch, Trial
 
 OUTLIER = "/outlier/MatMul/ReadVariableOp"  # the weight's name ends so (Keras numbers the model: model, model_1, ...)
@@ -539,3 +540,22 @@ def test_onnx_search_for_latency_times_every_candidate_within_budget_and_keeps_t
     assert search["trials"][search["chosen_trial"] - 1]["latency"]["p50_ms"] == fastest["latency"]["p50_ms"]
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "| p50 latency (ms) |" in markdown and "Objective latency: each candidate that held the budget was timed" in markdown
+
+
+def test_a_searched_artifact_that_fails_on_the_held_out_part_is_explained_as_built(channel_outlier_model, tmp_path):
+    """No candidate holds an impossible budget (uint16 with one range per weight leaves the outlier kernel's other
+    channels a few percent off); the closest is kept, fails on the held-out part, and is explained with the keys it
+    was built with (the search's chosen map), not the search's own config."""
+    from converter import api
+
+    spec = recipe(channel_outlier_model, budget={"min_cosine": 0.99999}, max_trials=2,
+                  space={"dtypes": ["uint8", "uint16"]})
+    report = api.run(spec, out=tmp_path / "run")
+    artifact = report.artifact("tfjs-search")
+    search = artifact["details"]["search"]
+    assert not search["chosen_passed"] and not report.passed
+    (evaluation,) = artifact["evaluations"]
+    explained = evaluation["explain"]
+    assert "error" not in explained, explained.get("error")
+    assert explained["quantization"] == "uint16" == TfjsGraphExport(
+        name="x", format="tfjs_graph", quantize=search["recipe"]["quantize"]).quantization_name()

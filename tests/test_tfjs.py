@@ -323,3 +323,48 @@ def test_per_channel_needs_a_graph_model():
 
     with pytest.raises(ValidationError, match="per_channel"):
         TfjsLayersExport(name="l", format="tfjs_layers", quantize=Quantize(uint8=["*"], per_channel=["*"]))
+
+
+def test_bias_correction_takes_each_kernels_mean_shift_out_of_its_bias(ranged, tmp_path):
+    """Each corrected bias moves by the mean over the calibration samples (and output positions) of the op applied
+    to its float input with the kernel's rounding error dW as the kernel: computed here by Keras on every sample,
+    there from the mean input read in TF.js. The bias-free 1x1 convolution has nothing to correct."""
+    from converter.tf_env import keras
+
+    _, model, _ = ranged
+    samples = np.random.RandomState(1).rand(30, 6, 6, 3).astype(np.float32)
+    ctx = ExportContext(build_id="hash123", calibration=lambda n: samples[:n])
+    kernels = ["*/conv/*Conv2D*", "*dw/depthwise*", "*/plain/*", "*/head/MatMul*"]
+    spec = TfjsGraphExport(name="g", format="tfjs_graph",
+                           quantize=Quantize(uint8=kernels, bias_correction=True, calibration_samples=20))
+    result = tfjs_export.export_graph(ranged[0], spec, tmp_path, ctx)
+    assert (result.details["bias_corrected"], result.details["bias_uncorrected"]) == (3, 1)
+    values = _restored(tmp_path)
+    k = keras()
+    inputs = k.Model(model.input, [model.get_layer(name).input for name in ("conv", "dw", "head")]).predict(
+        samples[:20], verbose=0)
+    for layer, x in zip(("conv", "dw", "head"), inputs):
+        original = model.get_layer(layer)
+        kernel, bias = original.get_weights()
+        delta = values[_kernel(values, layer)].astype(np.float64) - kernel
+        probe = original.__class__.from_config({**original.get_config(), "activation": "linear", "name": "probe"})
+        probe.build(x.shape)
+        probe.set_weights([delta.astype(np.float32), np.zeros_like(bias)])
+        shift = np.asarray(probe(x)).reshape(-1, bias.size).mean(axis=0)
+        stored_bias = next(v for n, v in values.items() if f"/{layer}/" in n and v.ndim == 1)
+        assert np.abs(shift).max() > 1e-3, layer  # the rounding does shift the channels: the test can fail
+        assert np.abs((bias - stored_bias) - shift).max() <= 1e-3 * np.abs(shift).max(), layer
+
+
+def test_bias_correction_needs_a_graph_model_and_calibration_data():
+    from pydantic import ValidationError
+
+    from converter.recipe.loader import load_recipe
+    from converter.errors import RecipeErrors
+
+    with pytest.raises(ValidationError, match="bias_correction"):
+        TfjsLayersExport(name="l", format="tfjs_layers", quantize=Quantize(uint8=["*"], bias_correction=True))
+    recipe = {"name": "r", "model": {"application": "MobileNet"},
+              "exports": [{"name": "t", "format": "tfjs_graph", "quantize": {"uint8": ["*"], "bias_correction": True}}]}
+    with pytest.raises(RecipeErrors, match=r"exports\.0\.quantize\.bias_correction.*calibration data"):
+        load_recipe(recipe, check_files=False)

@@ -33,8 +33,13 @@ def tfjs(layers: list[str], layer_weights: dict[str, list[str]], stored: dict[st
             moved.setdefault(target, []).append(weight)
     if not moved:
         return None
-    mapping = {k: list(v) if isinstance(v, list) else v for k, v in (quantize or {}).items()
-               if v and (k, v) != ("range", "minmax")}  # the export's own keys, without the default range
+    quantize = quantize or {}
+
+    def idle(key: str, value: Any) -> bool:  # a default that does nothing: the minmax range, an unused sample count
+        return (key, value) == ("range", "minmax") or (key == "calibration_samples" and not quantize.get("bias_correction"))
+
+    mapping = {k: list(v) if isinstance(v, list) else v for k, v in quantize.items()
+               if v and not idle(k, v)}  # the export's own keys, without defaults that do nothing
     for target, weights in moved.items():
         globs = _globs(weights, all_names)
         mapping[target] = [g for g in mapping.get(target, []) if g not in globs] + globs

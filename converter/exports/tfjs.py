@@ -37,13 +37,14 @@ def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: Exp
     from tensorflowjs.converters import tf_saved_model_conversion_v2 as converter
 
     quantization = quantization_map(spec.quantize, spec.name)
-    per_channel = bool(spec.quantize and spec.quantize.per_channel)  # quantized here, after the graph is rewritten
+    # per-channel kernels and bias correction: quantized here, after the converter wrote the float graph
+    here = bool(spec.quantize and (spec.quantize.per_channel or spec.quantize.bias_correction))
     splitting = _weights_grouped_by_scope(converter) if spec.split_weights_by_layer else contextlib.nullcontext()
     try:
         with splitting, clipped(spec.quantize.range if spec.quantize else "minmax"):
             converter.convert_tf_saved_model(
                 str(model.path), str(out_dir), signature_def=model.signature,
-                quantization_dtype_map=None if per_channel else quantization, strip_debug_ops=spec.strip_debug_ops,
+                quantization_dtype_map=None if here else quantization, strip_debug_ops=spec.strip_debug_ops,
                 control_flow_v2=spec.control_flow_v2, weight_shard_size_bytes=spec.shard_size,
                 metadata=_metadata(ctx))
     except ValueError as err:
@@ -53,10 +54,10 @@ def export_graph(model: ModelRef, spec: TfjsGraphExport, out_dir: Path, ctx: Exp
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
     except Exception as err:  # the converter raises bare Exceptions and TF errors alike
         raise ConversionError(f"{model.path}: the tensorflowjs converter refused the model: {_one_line(err)}") from None
-    stored_per_channel = _per_channel(out_dir, spec, quantization) if per_channel else {}
+    stored_here = _quantize_here(out_dir, spec, quantization, ctx) if here else {}
     repairs = repair_graph(out_dir / "model.json")
     result = _result(out_dir, spec.quantize, ctx)
-    result.details.update(stored_per_channel)
+    result.details.update(stored_here)
     result.notes += repairs
     if repairs:
         result.details["repairs"] = repairs
@@ -539,9 +540,11 @@ def quantization_map(quantize: Optional[Quantize], export_name: str) -> Optional
     return mapping or None
 
 
-def _per_channel(out_dir: Path, spec: TfjsGraphExport, quantization: dict[str, Any]) -> dict[str, Any]:
+def _quantize_here(out_dir: Path, spec: TfjsGraphExport, quantization: dict[str, Any], ctx: ExportContext) -> dict[str, Any]:
     """Quantize the float graph model in out_dir with the kernels `quantize.per_channel` names stored per output
-    channel (converter/exports/tfjs_per_channel.py); the weights' dtypes are the ones tensorflowjs's map gives."""
+    channel (converter/exports/tfjs_per_channel.py) and, with `quantize.bias_correction`, each kernel's mean
+    output shift taken out of its bias (converter/exports/tfjs_bias.py); the weights' dtypes are the ones
+    tensorflowjs's map gives."""
     import numpy as np
     from tensorflowjs import quantization as tfjs_quantization
 
@@ -550,13 +553,34 @@ def _per_channel(out_dir: Path, spec: TfjsGraphExport, quantization: dict[str, A
     content = json.loads((out_dir / "model.json").read_text())
     names = [w["name"] for group in content["weightsManifest"] for w in group["weights"] if w["dtype"] == "float32"]
     try:
-        mapped = tfjs_quantization.map_layers_to_quantization_dtype(names, quantization)
+        mapped = tfjs_quantization.map_layers_to_quantization_dtype(names, quantization or {})
     except ValueError as err:
         _raise_quantization_conflict(err, spec.name)
         raise
     dtypes = {name: np.dtype(dtype).name for name, dtype in mapped.items()}
+    shifts, details = (_bias_corrections(out_dir, content, dtypes, spec, ctx) if spec.quantize.bias_correction
+                       else ({}, {}))
     with clipped(spec.quantize.range):
-        return tfjs_per_channel.apply(out_dir, dtypes, spec.quantize.per_channel, spec.shard_size)
+        return {**tfjs_per_channel.apply(out_dir, dtypes, spec.quantize.per_channel, spec.shard_size, shifts), **details}
+
+
+def _bias_corrections(out_dir: Path, content: dict[str, Any], dtypes: dict[str, str], spec: TfjsGraphExport,
+                      ctx: ExportContext) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(bias -> shift to subtract, details) of the kernels `dtypes` quantizes, on the calibration data."""
+    from converter.exports import tfjs_bias, tfjs_per_channel
+
+    if ctx.calibration is None:
+        raise ConversionError(f"exports.{spec.name}.quantize.bias_correction needs calibration data: add data.calibration")
+    trailing = tfjs_per_channel.chosen(content, dtypes, spec.quantize.per_channel)
+    weights = {e["name"]: e["data"] for group in tfjs_per_channel.read_groups(out_dir, content["weightsManifest"])
+               for e in group}
+
+    def restored(name, values):
+        return tfjs_per_channel.restored(values, dtypes[name], trailing.get(name, 0), spec.quantize.range)
+
+    shifts, left = tfjs_bias.corrections(out_dir, content, weights, dtypes, restored,
+                                         ctx.calibration(spec.quantize.calibration_samples))
+    return shifts, {"bias_corrected": len(shifts), "bias_uncorrected": left}
 
 
 def _raise_quantization_conflict(err: ValueError, export_name: str) -> None:

@@ -135,24 +135,41 @@ def _rewire(content: dict[str, Any], kernel: str, channels: int) -> None:
     nodes[index + 1:index + 1] = [const, mul]
 
 
-def apply(out_dir: Path, dtypes: dict[str, str], per_channel: list[str], shard_size: int) -> dict[str, Any]:
-    """Rewrite the float graph model in out_dir: the kernels matched by `per_channel` that `dtypes` (weight -> uint8,
-    uint16 or float16) stores as uint8/uint16 are split into W' and s; then every weight in `dtypes` is quantized and
-    the shards rewritten (s stays float32). Returns what was done, for the export's details."""
+def chosen(content: dict[str, Any], dtypes: dict[str, str], per_channel: list[str]) -> dict[str, int]:
+    """The kernels `per_channel` (globs) names that can be stored per channel and that `dtypes` (weight -> dtype)
+    stores as uint8/uint16 -> their number of trailing output-channel dims."""
     import fnmatch
 
+    candidates = kernels(content)
+    names = [w["name"] for group in content["weightsManifest"] for w in group["weights"]]
+    matched = {n for pattern in per_channel for n in fnmatch.filter(names, pattern)}
+    return {n: candidates[n] for n in names if n in matched and n in candidates and dtypes.get(n) in ("uint8", "uint16")}
+
+
+def restored(values: np.ndarray, dtype: str, trailing: int, method: str) -> np.ndarray:
+    """A weight as the artifact `apply` writes restores it (float64): per channel when `trailing`, else one range."""
+    from converter.exports.tfjs_ranges import stored as stored_tensor
+
+    return stored(values, dtype, trailing, method) if trailing else stored_tensor(values, dtype, method)
+
+
+def apply(out_dir: Path, dtypes: dict[str, str], per_channel: list[str], shard_size: int,
+          shifts: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Rewrite the float graph model in out_dir: `shifts` (weight -> what to subtract: bias corrections) are
+    subtracted first; the kernels matched by `per_channel` that `dtypes` (weight -> uint8, uint16 or float16)
+    stores as uint8/uint16 are split into W' and s; then every weight in `dtypes` is quantized and the shards
+    rewritten (s stays float32). Returns what was done, for the export's details."""
     from tensorflowjs import write_weights
 
     path = out_dir / "model.json"
     content = json.loads(path.read_text())
-    candidates = kernels(content)
-    names = [w["name"] for group in content["weightsManifest"] for w in group["weights"]]
-    matched = {n for pattern in per_channel for n in fnmatch.filter(names, pattern)}
-    chosen = [n for n in names if n in matched and n in candidates and dtypes.get(n) in ("uint8", "uint16")]
+    split_here = chosen(content, dtypes, per_channel)
     groups = read_groups(out_dir, content["weightsManifest"])
     for group in groups:
-        for entry in [e for e in group if e["name"] in chosen]:
-            entry["data"], s = split(entry["data"], candidates[entry["name"]])
+        for entry in [e for e in group if e["name"] in (shifts or {})]:
+            entry["data"] = (entry["data"].astype(np.float64) - shifts[entry["name"]]).astype(np.float32)
+        for entry in [e for e in group if e["name"] in split_here]:
+            entry["data"], s = split(entry["data"], split_here[entry["name"]])
             position = next(i for i, e in enumerate(group) if e is entry)
             group.insert(position + 1, {"name": entry["name"] + SCALE_SUFFIX, "data": s})
             _rewire(content, entry["name"], s.size)
@@ -166,4 +183,4 @@ def apply(out_dir: Path, dtypes: dict[str, str], per_channel: list[str], shard_s
                                                              write_manifest=False,
                                                              quantization_dtype_map=by_dtype or None)
     path.write_text(json.dumps(content))
-    return {"per_channel": len(chosen)}
+    return {"per_channel": len(split_here)}

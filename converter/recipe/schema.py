@@ -314,6 +314,12 @@ class Quantize(Strict):
         "channel and a float32 scale per channel multiplies the op's output (the fused op is split into the plain op, "
         "Mul, AddV2 and its activation): several times less error than one range per weight, where batch norms "
         "folded into the kernel give its channels different ranges. Costs 4 bytes per channel and the unfused ops.")
+    bias_correction: bool = Field(
+        False, description="tfjs_graph: take each quantized kernel's mean output shift out of its op's bias, measured "
+        "on calibration data in TF.js (the mean of the op's input in the float model, convolved with the kernel's "
+        "rounding error). Rounding errors that do not cancel over a channel's few inputs shift every output of the "
+        "channel; corrected, they do not add up layer after layer. Free at run time; needs data.calibration.")
+    calibration_samples: int = Field(200, ge=1, description="Calibration samples the bias correction averages over.")
 
     def short_name(self) -> str:
         used = [d for d in ("uint8", "uint16", "float16") if getattr(self, d)]
@@ -321,11 +327,13 @@ class Quantize(Strict):
             return "none"
         suffix = "" if self.range == "minmax" or not ({"uint8", "uint16"} & set(used)) else f"+{self.range}"
         suffix += "+per-channel" if self.per_channel and {"uint8", "uint16"} & set(used) else ""
+        suffix += "+bias-corrected" if self.bias_correction else ""
         if len(used) == 1 and getattr(self, used[0]) == ["*"]:
             return used[0] + suffix
         return "mixed(" + ",".join(f"{d}:{'|'.join(getattr(self, d))}" for d in used) + ")" + suffix
 
 
+CALIBRATED = ("int8", "int16x8")  # quantization settings that need calibration data
 SEARCHED_FORMATS = {"tfjs_graph": "tfjs-wasm", "tfjs_layers": "tfjs-wasm", "tflite": "tflite", "onnx": "onnxruntime"}  # -> default backend
 TFJS_DTYPES = ("uint8", "uint16", "float16", "float32")
 
@@ -347,6 +355,10 @@ class TfjsSearchSpace(Strict):
         "(quantize.per_channel: ['*']): far less error at uint8 (measured on MobileNet v1: every weight uint8 loses "
         "10.6 top-1 points instead of 45.8), at the cost of model.json growing with the unfused ops; docs/benchmarks.md.")
     range: Literal["minmax", "mse"] = Field("minmax", description="The uint8/uint16 range of each weight (quantize.range).")
+    bias_correction: bool = Field(
+        False, description="tfjs_graph: correct every candidate's biases for its kernels' rounding "
+        "(quantize.bias_correction; needs data.calibration). Measured on MobileNet v1 with per_channel: every kernel "
+        "uint8 keeps 93 % top-1 agreement with the float model instead of 79 %; docs/benchmarks.md.")
 
     @field_validator("dtypes")
     @classmethod
@@ -408,6 +420,15 @@ class ExportBase(Strict):
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return _name(value)
+
+    def needs_calibration(self) -> bool:
+        """Whether building the artifact reads calibration data: full-integer quantization (TFLite, ONNX) or a TF.js
+        bias correction, fixed or searched."""
+        if getattr(self, "quantization", "none") in CALIBRATED:
+            return True
+        quantize = getattr(self, "quantize", None)
+        searched = self.search is not None and getattr(self, "format", "") == "tfjs_graph" and self.search.space.bias_correction
+        return bool(quantize is not None and quantize.bias_correction) or searched
 
     @model_validator(mode="after")
     def _search_fits(self) -> "ExportBase":
@@ -560,6 +581,14 @@ class TfjsLayersExport(ExportBase):
             raise problems("TfjsLayersExport", [(("quantize", "per_channel"), "per_channel",
                                                  "per-channel kernels multiply the op's output by a scale, which a "
                                                  "layers model has no node for: use format: tfjs_graph", {})])
+        if self.quantize is not None and self.quantize.bias_correction:
+            raise problems("TfjsLayersExport", [(("quantize", "bias_correction"), "bias_correction",
+                                                 "bias correction reads the graph's ops and their biases: use "
+                                                 "format: tfjs_graph", {})])
+        if self.search is not None and self.search.space.bias_correction:
+            raise problems("TfjsLayersExport", [(("search", "space", "bias_correction"), "bias_correction",
+                                                 "bias correction needs a graph model: set bias_correction: false, "
+                                                 "or use format: tfjs_graph", {})])
         if self.search is not None and self.search.space.per_channel:
             raise problems("TfjsLayersExport", [(("search", "space", "per_channel"), "per_channel",
                                                  "per-channel kernels need a graph model: set per_channel: false, or "
@@ -642,10 +671,13 @@ class Recipe(Strict):
             if export.search is not None and self.data.eval is None:
                 problem(("exports", index, "search"), "search needs data.eval: its samples are split into the part "
                         "the search scores candidates on and the held-out part the verdict uses")
-            needs_calibration = getattr(export, "quantization", "none") in ("int8", "int16x8")
-            if needs_calibration and self.data.for_calibration() is None:
-                problem(("exports", index, "quantization"),
-                        "quantization '{q}' needs calibration data: add data.calibration", q=getattr(export, "quantization"))
+            if export.needs_calibration() and self.data.for_calibration() is None:
+                if getattr(export, "quantization", "none") in CALIBRATED:
+                    problem(("exports", index, "quantization"),
+                            "quantization '{q}' needs calibration data: add data.calibration", q=getattr(export, "quantization"))
+                else:
+                    where = ("quantize", "bias_correction") if getattr(export, "quantize", None) else ("search", "space", "bias_correction")
+                    problem(("exports", index, *where), "bias correction needs calibration data: add data.calibration")
         if found:
             raise problems("Recipe", found)
         return self

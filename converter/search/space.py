@@ -22,15 +22,17 @@ class Space:
     order: list[str] = field(default_factory=list)  # items in model order (the map's rows); default rank order
     whole_levels: tuple[str, ...] = ()  # levels only the whole model can take (every item at once)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # other whole-model settings: name -> export keys
+    fixed: dict[str, str] = field(default_factory=dict)  # items outside the search, at a level of their own
 
     def summary(self, assignment: dict[str, str]) -> dict[str, int]:
-        """Items per level."""
+        """Items per level, the fixed ones included."""
         counts: dict[str, int] = {}
-        for level in assignment.values():
+        for level in {**self.fixed, **assignment}.values():
             counts[level] = counts.get(level, 0) + 1
         return dict(sorted(counts.items()))
 
     def describe(self, assignment: dict[str, str], extra: Callable[[str], dict[str, Any]] = lambda item: {}) -> list[dict[str, Any]]:
         """The per-item map, in model order: name, level, elements, sensitivity."""
+        assignment = {**self.fixed, **assignment}
         return [{"name": item, "level": assignment[item], "elements": self.elements.get(item, 0), **extra(item),
                  "sensitivity": float(f"{self.scores.get(item, 0.0):.4g}")} for item in (self.order or self.ranked)]

@@ -20,7 +20,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
 
     config = ctx.config
     name, backend, fmt = ctx.step.context.get("name", "artifact"), config["backend"], config["format"]
-    spec = TypeAdapter(Export).validate_python({**config["export"], "name": name})
+    keys = _export_keys(config["export"], ctx.parents["artifact"].record)
+    spec = TypeAdapter(Export).validate_python({**keys, "name": name})
     ctx.log(f"explain {name} on {backend}: the float model's layers on {config['samples']} samples")
     x = load(ctx.parents["data"], config["samples"]).x
     ref = model_ref(ctx.parents["model"])
@@ -32,7 +33,7 @@ def run(ctx: StepContext) -> dict[str, Any]:
         runtime = _open(open_runtime(backend, fmt, folder), name, backend, runtimes)
         against = _open(open_runtime(config["against"], fmt, folder), name, config["against"], runtimes) \
             if config.get("against") else None
-        record = explain(source, activations, runtime, x, fmt, spec.quantization_name(), config["export"], folder,
+        record = explain(source, activations, runtime, x, fmt, spec.quantization_name(), keys, folder,
                          _tflite_debug(ref, spec, ctx) if fmt == "tflite" else None, against,
                          config.get("min_snr_db"),
                          log=lambda message: ctx.log(f"explain {name} on {backend}: {message}"))
@@ -44,6 +45,14 @@ def run(ctx: StepContext) -> dict[str, Any]:
         for opened in runtimes:
             opened.close()
     return {"artifact": name, "backend": backend, "format": fmt, "quantization": spec.quantization_name(), **record}
+
+
+def _export_keys(config: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's export keys: a fixed export's own, or a searched export's with the chosen candidate's keys
+    (its step config holds the searched export under 'export' and the search under 'search')."""
+    if "search" not in config or "export" not in config:
+        return config
+    return {**config["export"], **record.get("details", {}).get("search", {}).get("recipe", {})}
 
 
 def _open(runtime, name: str, backend: str, opened: list):

@@ -52,7 +52,8 @@ def run(ctx: StepContext) -> dict[str, Any]:
     runner.space = space
     float_bytes = float_outcome.record["size_bytes"]
     runner.float_weight_bytes = float_outcome.record.get("details", {}).get("weight_bytes") or float_bytes
-    ctx.log(f"search {name}: {len(space.ranked)} {space.kind}s ranked by {space.ranking}; "
+    fixed = f" ({len(space.fixed)} more fixed at {space.levels[1]}: corrected biases)" if space.fixed else ""
+    ctx.log(f"search {name}: {len(space.ranked)} {space.kind}s ranked by {space.ranking}{fixed}; "
             f"at most {search.max_trials} candidates on {ctx.parents['data'].record.get('samples')} samples")
 
     def evaluate(assignment: dict[str, str], phase: str, variant: str | None):
@@ -105,18 +106,23 @@ class _Opened:
 
 
 def _tfjs(runner: "_Candidates", search) -> _Opened:
+    from converter.exports.tfjs_bias import targets
     from converter.exports.tfjs_per_channel import kernels
     from converter.search import tfjs_space
 
     float_outcome = runner.export({"quantize": None}, required=True)
     artifact = float_outcome.entry.path / "artifact"
     weights = tfjs_space.read_weights(artifact)
-    stored = kernels(json.loads((artifact / "model.json").read_text())) if search.space.per_channel else {}
-    space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking, stored, search.space.range)
+    content = json.loads((artifact / "model.json").read_text())
+    stored = kernels(content) if search.space.per_channel else {}
+    biases = ({t["bias"] for t in targets(content, {w.name: "uint8" for w in weights}).values()}
+              if search.space.bias_correction else None)
+    space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking, stored, search.space.range, biases)
 
     def details(assignment: dict[str, str]) -> dict[str, Any]:
+        assignment = {**space.fixed, **assignment}
         weights_map = [{"name": w.name, "dtype": assignment[w.name], "elements": w.elements, "shape": list(w.shape),
-                        "per_channel": w.name in stored,
+                        "per_channel": w.name in stored, "searched": w.name not in space.fixed,
                         "sensitivity": float(f"{space.scores.get(w.name, 0.0):.4g}")} for w in weights]
         return {"dtypes": list(space.levels), "quantize": space.export_keys(assignment)["quantize"],
                 "weights": weights_map}
@@ -219,11 +225,11 @@ class _Candidates:
         """The export with `keys` over the searched export's own, as a fixed export with them would be planned;
         `required`: a failure fails the search (the float reference), else it is the candidate's verdict."""
         from converter.executor import materialize
-        from converter.plan import CALIBRATED, Step, _versions, export_config
+        from converter.plan import Step, _versions, export_config
         from converter import formats
 
         spec = self.spec(keys)
-        roles = ["model", "class_names"] + (["calibration"] if getattr(spec, "quantization", "none") in CALIBRATED else [])
+        roles = ["model", "class_names"] + (["calibration"] if spec.needs_calibration() else [])
         export_parents = {role: self.ctx.step.parents[role] for role in roles if role in self.ctx.step.parents}
         step = Step("export", f"export {self.name} (search candidate)", export_config(spec), export_parents, {},
                     _versions(*formats.FORMATS[spec.format].tools), {"name": self.name})
