@@ -559,3 +559,23 @@ def test_a_searched_artifact_that_fails_on_the_held_out_part_is_explained_as_bui
     assert "error" not in explained, explained.get("error")
     assert explained["quantization"] == "uint16" == TfjsGraphExport(
         name="x", format="tfjs_graph", quantize=search["recipe"]["quantize"]).quantization_name()
+
+
+def test_a_bias_corrected_search_keeps_the_corrected_biases_uint16_outside_the_search(channel_outlier_model, tmp_path):
+    """With bias correction the three Dense biases are corrected and stay uint16, fixed: the search ranks and
+    reverts the kernels only, and the pasteable map carries both the biases' dtype and the correction."""
+    from converter import api
+
+    spec = recipe(channel_outlier_model)
+    spec["exports"][0]["search"]["space"] = {"per_channel": True, "bias_correction": True}
+    report = api.run(spec, out=tmp_path / "run")
+    artifact = report.artifact("tfjs-search")
+    search = artifact["details"]["search"]
+    fixed = {w["name"]: w["dtype"] for w in search["weights"] if not w["searched"]}
+    assert len(fixed) == 3 and set(fixed.values()) == {"uint16"} and all(n.endswith("BiasAdd/ReadVariableOp") or
+                                                                          "bias" in n.lower() for n in fixed), fixed
+    assert search["stop_reason"] == "every item at uint8 holds the budget", search["stop_reason"]
+    assert {w["dtype"] for w in search["weights"] if w["searched"]} == {"uint8"}
+    assert search["quantize"]["bias_correction"] is True and search["quantize"]["uint8"] == ["*"]
+    assert artifact["details"]["bias_corrected"] == 3 and artifact["evaluations"][0]["status"] == "passed"
+    assert "fixed (corrected bias)" in (tmp_path / "run" / "report.md").read_text()

@@ -75,7 +75,8 @@ def _section(artifact: dict[str, Any]) -> SearchSection:
     text = yaml.safe_dump(keys, sort_keys=False, width=1000)
     base = (search.get("levels") or search.get("dtypes") or ["uint8"])[0]
     items = search.get("nodes") or search.get("weights", [])
-    widened = [[w["name"], w.get("level", w.get("dtype")), str(w["elements"]), f"{w['sensitivity']:.4g}"]
+    widened = [[w["name"], w.get("level", w.get("dtype")), str(w["elements"]),
+                f"{w['sensitivity']:.4g}" if w.get("searched", True) else "fixed (corrected bias)"]
                for w in items if w.get("level", w.get("dtype")) != base]
     if timed:
         backend = next((t["latency"]["backend"] for t in trials if t.get("latency")), search.get("backend"))
