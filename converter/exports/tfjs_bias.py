@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -38,13 +38,11 @@ def _data_inputs(node: dict[str, Any]) -> list[str]:
     return [i for i in node.get("input", []) if not i.startswith("^")]
 
 
-def _fused_ops(node: dict[str, Any]) -> list[str]:
-    return [base64.b64decode(v).decode() for v in node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])]
+def targets(content: dict[str, Any], kernels: Collection[str]) -> dict[str, dict[str, Any]]:
+    """Kernel -> {node, input, bias} for the named kernels whose op has a bias weight of its own: the fused op's
+    third input when its fused ops start with BiasAdd, or the weight a single BiasAdd/Add/AddV2 consumer adds."""
+    from converter.exports.tfjs_per_channel import KERNEL_OPS, fused_ops
 
-
-def targets(content: dict[str, Any], kernels: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Kernel -> {node, input, bias} for the kernels (name -> dtype) whose op has a bias weight of its own: the fused
-    op's third input when its fused ops start with BiasAdd, or the weight a single BiasAdd/Add/AddV2 consumer adds."""
     nodes = content["modelTopology"].get("node", [])
     weights = {w["name"]: w for group in content["weightsManifest"] for w in group["weights"]}
     consumers: dict[str, list[dict[str, Any]]] = {}
@@ -57,14 +55,13 @@ def targets(content: dict[str, Any], kernels: dict[str, str]) -> dict[str, dict[
         if len(inputs) < 2 or inputs[1] not in kernels or len(consumers.get(inputs[1], [])) != 1:
             continue
         op = node.get("op", "")
-        if op not in ("Conv2D", "DepthwiseConv2dNative", "MatMul", "_FusedConv2D", "FusedDepthwiseConv2dNative",
-                      "_FusedMatMul"):
+        if op not in KERNEL_OPS:
             continue
         if _attr(node, "data_format", "NHWC") not in ("NHWC", None) or _attr(node, "transpose_a") or _attr(node, "transpose_b"):
             continue
         bias = None
         if op.startswith(("_Fused", "Fused")):
-            if _fused_ops(node)[:1] == ["BiasAdd"] and len(inputs) >= 3:
+            if fused_ops(node)[:1] == ["BiasAdd"] and len(inputs) >= 3:
                 bias = inputs[2]
         else:
             after = consumers.get(node["name"], [])

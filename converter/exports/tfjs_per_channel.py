@@ -31,7 +31,7 @@ def _nodes(content: dict[str, Any]) -> list[dict[str, Any]]:
     return content["modelTopology"].get("node", [])
 
 
-def _fused_ops(node: dict[str, Any]) -> list[str]:
+def fused_ops(node: dict[str, Any]) -> list[str]:
     return [base64.b64decode(v).decode() for v in node.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])]
 
 
@@ -53,7 +53,7 @@ def kernels(content: dict[str, Any]) -> dict[str, int]:
         attrs = node.get("attr", {})
         if any(attrs.get(key, {}).get("b") for key in ("transpose_a", "transpose_b")):
             continue
-        fused = _fused_ops(node)
+        fused = fused_ops(node)
         if node["op"].startswith(("_Fused", "Fused")) and (not fused or fused[0] != "BiasAdd" or len(inputs) < 3):
             continue
         if len(shapes[inputs[1]]) >= kind[1] + 1:
@@ -127,7 +127,7 @@ def _rewire(content: dict[str, Any], kernel: str, channels: int) -> None:
         data = [i for i in node["input"] if not i.startswith("^")]
         control = [i for i in node["input"] if i.startswith("^")]
         plain = KERNEL_OPS[node["op"]][0]
-        _unfuse(nodes, node, plain, data, control, _fused_ops(node)[1:])
+        _unfuse(nodes, node, plain, data, control, fused_ops(node)[1:])
         bias = next(n for n in nodes if n.get("op") == "AddV2" and n.get("input", [None])[0] == node["name"])
         mul = {"name": f"{name}/per_channel_scale", "op": "Mul", "input": [node["name"], scale], "attr": {"T": dtype}}
         bias["input"][0] = mul["name"]

@@ -20,12 +20,11 @@ from converter.errors import ConversionError
 from converter.exports.base import ExportContext, ExportResult
 from converter.exports.unsupported_ops import tflite_missing_ops
 from converter.model_ref import ModelRef
-from converter.recipe.schema import TFLiteExport
+from converter.recipe.schema import CALIBRATED, TFLiteExport
 from converter.suggest import did_you_mean
 
 FILENAME = "model.tflite"
 _QAT_CLASSES = (b"QuantizeWrapperV2", b"QuantizeWrapper", b"QuantizeLayer")
-_CALIBRATED = ("int8", "int16x8")
 
 
 def export(model: ModelRef, spec: TFLiteExport, out_dir: Path, ctx: ExportContext) -> ExportResult:
@@ -100,7 +99,7 @@ def _configure(converter, spec: TFLiteExport, qat: bool, ctx: ExportContext, res
         converter.target_spec.supported_types = [tf().float16]
     elif mode == "dynamic_int8":
         converter.optimizations = [lite.Optimize.DEFAULT]
-    elif mode in _CALIBRATED:
+    elif mode in CALIBRATED:
         converter.optimizations = [lite.Optimize.DEFAULT]
         converter.representative_dataset = representative_dataset(ctx, spec.calibration_samples, mode)
         ops = [lite.OpsSet.TFLITE_BUILTINS_INT8 if mode == "int8"

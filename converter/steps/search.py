@@ -115,7 +115,7 @@ def _tfjs(runner: "_Candidates", search) -> _Opened:
     weights = tfjs_space.read_weights(artifact)
     content = json.loads((artifact / "model.json").read_text())
     stored = kernels(content) if search.space.per_channel else {}
-    biases = ({t["bias"] for t in targets(content, {w.name: "uint8" for w in weights}).values()}
+    biases = ({t["bias"] for t in targets(content, {w.name for w in weights}).values()}
               if search.space.bias_correction else None)
     space = tfjs_space.space(weights, list(search.space.dtypes), search.space.ranking, stored, search.space.range, biases)
 
